@@ -1,0 +1,1 @@
+"""Real-time collaboration on Yjs documents over Django Channels."""

@@ -1,0 +1,324 @@
+"""Every room of this process: load each document once, relay, heal, unload when unused.
+
+The orchestrator of one process. It owns the journal (durability), the fan-out
+(other processes) and the heal loop that repairs whatever the fan-out missed: Redis
+is transport and may lose messages at any time; the update log in the database is
+the truth every room converges to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from collab_common.logs import detached
+
+from collab import metrics
+from collab.codec import awareness_frame, update_frame
+from collab.conf import CollabConfig
+from collab.errors import CollabError
+from collab.events import AwarenessEvent, AwarenessQueryEvent, Event, UpdateEvent
+from collab.fanout import Fanout
+from collab.journal import Journal, Pending
+from collab.room import Room
+from collab.store import Appended, AsyncStore
+
+logger = logging.getLogger(__name__)
+
+
+class RoomRegistry:
+    """The rooms of one process and the machinery they share."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        layer: Any,
+        config: CollabConfig,
+        origin: str | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.origin = origin or uuid.uuid4().hex
+        self.rooms: dict[str, Room] = {}
+        self.journal = Journal(store, self._committed, max_pending=config.max_pending_updates)
+        self.fanout = Fanout(
+            layer, prefix=config.channel_prefix, origin=self.origin, deliver=self._deliver
+        )
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}
+        # Remote events for documents being loaded; applied once the stored state is in.
+        self._buffered: dict[str, list[Event]] = {}
+        self._unsubscribed: set[str] = set()
+        self._compacting: set[str] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self.connections = 0
+
+    # Life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start receiving from other processes and healing."""
+        await self.fanout.start()
+        self._loops = [
+            asyncio.create_task(self._heal_forever(), name="collab-heal", context=detached()),
+        ]
+
+    async def stop(self) -> None:
+        """Make everything pending durable, then stop the background work."""
+        await self.journal.drain()
+        for task in self._loops:
+            task.cancel()
+        await self.fanout.stop()
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)
+
+    # Acquire and release --------------------------------------------------------------
+
+    async def acquire(self, doc_id: str) -> Room:
+        """The room of `doc_id`, loaded once however many callers arrive together."""
+        while True:
+            unloading = self._unloading.get(doc_id)
+            if unloading is not None:
+                await asyncio.shield(unloading)
+                continue
+            room = self.rooms.get(doc_id)
+            if room is not None:
+                room.holders += 1
+                return room
+            loading = self._loading.get(doc_id)
+            if loading is not None:
+                await asyncio.shield(loading)
+                continue
+            done = asyncio.get_running_loop().create_future()
+            self._loading[doc_id] = done
+            try:
+                room = await self._load(doc_id)
+            finally:
+                del self._loading[doc_id]
+                done.set_result(None)
+            room.holders += 1
+            return room
+
+    async def _load(self, doc_id: str) -> Room:
+        started = time.monotonic()
+        room = Room(doc_id, max_document_bytes=self.config.max_document_bytes)
+        self._buffered[doc_id] = []
+        try:
+            # Subscribe before reading, so that nothing published in between is missed.
+            if not await self.fanout.join(doc_id):
+                self._unsubscribed.add(doc_id)
+            tail = await self.store.read_since(doc_id, 0)
+            if tail.update is not None:
+                room.apply_update(tail.update, limit=False)
+            room.seq.note(1, tail.last_seq)
+            room.size_bytes = tail.size_bytes
+            for event in self._buffered.pop(doc_id):
+                self._apply_event(room, event)
+        except BaseException:
+            metrics.DB_FAILURES.labels("load").inc()
+            self._buffered.pop(doc_id, None)
+            self._unsubscribed.discard(doc_id)
+            await self.fanout.leave(doc_id)
+            raise
+        self.rooms[doc_id] = room
+        metrics.ROOMS.inc()
+        metrics.ROOM_LOAD_SECONDS.observe(time.monotonic() - started)
+        metrics.ROOM_LOAD_BYTES.observe(tail.size_bytes)
+        # Presence is never stored: ask the processes already serving the document.
+        await self.fanout.publish(
+            AwarenessQueryEvent(type="collab.awareness_query", doc=doc_id, origin=self.origin)
+        )
+        logger.debug("loaded document %s at seq %d", doc_id, room.seq.watermark)
+        return room
+
+    async def release(self, room: Room) -> None:
+        """Drop one hold on the room; the last one flushes and unloads it."""
+        room.holders -= 1
+        if room.holders > 0 or room.doc_id in self._unloading:
+            return
+        task = asyncio.create_task(self._unload(room))
+        self._unloading[room.doc_id] = task
+        await asyncio.shield(task)
+
+    async def _unload(self, room: Room) -> None:
+        try:
+            # Never unload a room with a save pending: its updates must reach the log.
+            await self.journal.barrier()
+            del self.rooms[room.doc_id]
+            metrics.ROOMS.dec()
+            room.close()
+            self._unsubscribed.discard(room.doc_id)
+            await self.fanout.leave(room.doc_id)
+            self._compact_soon(room.doc_id)
+            logger.debug("unloaded document %s", room.doc_id)
+        finally:
+            del self._unloading[room.doc_id]
+
+    # Local updates --------------------------------------------------------------------
+
+    def submit(self, room: Room, change: bytes, frame: bytes, sender: Any) -> asyncio.Future[None]:
+        """Make an applied change durable, then relay `frame` to local peers but the sender."""
+        return self.journal.submit(Pending(room.doc_id, change, frame, sender))
+
+    async def _committed(self, doc_id: str, items: list[Pending], appended: Appended) -> None:
+        room = self.rooms.get(doc_id)
+        if room is not None:
+            room.seq.note(appended.first_seq, appended.last_seq)
+            room.size_bytes = appended.size_bytes
+            for item in items:
+                room.broadcast(item.frame, exclude=item.sender)
+            now = time.monotonic()
+            for item in items:
+                metrics.FANOUT_SECONDS.observe(now - item.received_at)
+        await self.fanout.publish(
+            UpdateEvent(
+                type="collab.update",
+                doc=doc_id,
+                origin=self.origin,
+                first_seq=appended.first_seq,
+                last_seq=appended.last_seq,
+                updates=[item.update for item in items],
+                sent_at=time.time(),
+            )
+        )
+        if appended.log_count >= self.config.compact_after_updates:
+            self._compact_soon(doc_id)
+
+    async def publish_awareness(self, room: Room, payload: bytes) -> None:
+        """Send an awareness payload to the other processes watching the room."""
+        await self.fanout.publish(
+            AwarenessEvent(
+                type="collab.awareness", doc=room.doc_id, origin=self.origin, payload=payload
+            )
+        )
+
+    # Remote events --------------------------------------------------------------------
+
+    def _deliver(self, event: Event) -> None:
+        doc_id = event["doc"]
+        buffered = self._buffered.get(doc_id)
+        if buffered is not None:
+            buffered.append(event)
+            return
+        room = self.rooms.get(doc_id)
+        if room is not None:
+            self._apply_event(room, event)
+
+    def _apply_event(self, room: Room, event: Event) -> None:
+        if event["type"] == "collab.update":
+            self.collab_update(room, event)
+        elif event["type"] == "collab.awareness":
+            self.collab_awareness(room, event)
+        elif event["type"] == "collab.awareness_query":
+            self.collab_awareness_query(room)
+
+    def collab_update(self, room: Room, event: UpdateEvent) -> None:
+        """Apply durable updates from another process and pass on what is new here."""
+        for update in event["updates"]:
+            try:
+                change = room.apply_update(update, limit=False)
+            except CollabError as error:
+                logger.error("stored update of %s does not apply: %s", room.doc_id, error)
+                continue
+            if change is not None:
+                room.broadcast(update_frame(update))
+        room.seq.note(event["first_seq"], event["last_seq"])
+        metrics.RELAY_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
+
+    def collab_awareness(self, room: Room, event: AwarenessEvent) -> None:
+        """Apply presence from another process and pass it on to local peers."""
+        try:
+            room.apply_awareness(event["payload"], None)
+        except CollabError as error:
+            logger.warning("awareness event for %s does not apply: %s", room.doc_id, error)
+            return
+        room.broadcast(awareness_frame(event["payload"]))
+
+    def collab_awareness_query(self, room: Room) -> None:
+        """Answer another process's query with the presence of our own peers."""
+        payload = room.local_awareness()
+        if payload is not None:
+            self._spawn(self.publish_awareness(room, payload))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coroutine, context=detached())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # Healing --------------------------------------------------------------------------
+
+    async def freshen(self, room: Room) -> None:
+        """Bring the room up to the log's newest update (before a late joiner's sync)."""
+        latest = await self.store.last_seqs([room.doc_id])
+        if latest.get(room.doc_id, 0) > room.seq.watermark:
+            await self.catch_up(room, healing=False)
+
+    async def catch_up(self, room: Room, *, healing: bool = True) -> None:
+        """Read what the room lacks from the log, apply it and pass it on to local peers."""
+        start = room.seq.watermark
+        tail = await self.store.read_since(room.doc_id, start)
+        if tail.update is None:
+            return
+        change = room.apply_update(tail.update, limit=False)
+        if change is not None:
+            room.broadcast(update_frame(change))
+            if healing:
+                metrics.HEAL_EVENTS.inc()
+            # A joiner reading ahead of an in-flight fan-out message is routine; the heal
+            # loop finding a room behind means a message was lost, which operators want to see.
+            logger.log(
+                logging.INFO if healing else logging.DEBUG,
+                "caught up document %s from seq %d to %d from the log",
+                room.doc_id,
+                start,
+                tail.last_seq,
+            )
+        room.seq.note(start + 1, tail.last_seq)
+        room.size_bytes = tail.size_bytes
+
+    async def heal(self) -> None:
+        """One round: resubscribe where needed and catch up every room behind the log."""
+        for doc_id in list(self._unsubscribed):
+            if doc_id in self.rooms and await self.fanout.join(doc_id):
+                self._unsubscribed.discard(doc_id)
+        if not self.rooms:
+            return
+        latest = await self.store.last_seqs(list(self.rooms))
+        for doc_id, last_seq in latest.items():
+            room = self.rooms.get(doc_id)
+            if room is not None and last_seq > room.seq.watermark:
+                await self.catch_up(room)
+
+    async def _heal_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heal_interval_seconds)
+            try:
+                await self.heal()
+            except Exception as error:
+                metrics.DB_FAILURES.labels("heal").inc()
+                logger.warning("heal round failed: %s", error)
+
+    # Compaction -----------------------------------------------------------------------
+
+    def _compact_soon(self, doc_id: str) -> None:
+        if doc_id in self._compacting:
+            return
+        self._compacting.add(doc_id)
+        self._spawn(self._compact(doc_id))
+
+    async def _compact(self, doc_id: str) -> None:
+        started = time.monotonic()
+        try:
+            await self.store.compact(doc_id)
+        except Exception as error:
+            metrics.DB_FAILURES.labels("compact").inc()
+            logger.warning("compaction of %s failed: %s", doc_id, error)
+        else:
+            metrics.DB_COMPACTION_SECONDS.observe(time.monotonic() - started)
+        finally:
+            self._compacting.discard(doc_id)

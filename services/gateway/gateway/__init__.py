@@ -1,0 +1,1 @@
+"""The WebSocket gateway: authentication, limits and document affinity in front of editors."""

@@ -1,0 +1,127 @@
+"""Runs the gateway under uvicorn with a drain on SIGTERM and a handshake deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+from typing import Any, cast
+
+import uvicorn
+from collab_common import logs
+from collab_common.env import env_choice, env_str
+from collab_common.wsprotocol import AbortableWebSocketProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway import metrics
+from gateway.app import Gateway
+from gateway.config import GatewayConfig
+
+logger = logging.getLogger(__name__)
+
+
+def handshake_deadline_protocol(timeout: float) -> type[HttpToolsProtocol]:
+    """uvicorn's HTTP protocol, closing connections that do not send a full request head in time.
+
+    uvicorn has no such deadline: a client trickling header bytes (slowloris) would
+    hold its socket forever.
+    """
+
+    class HandshakeDeadlineProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            self._deadline = None
+            metrics.REFUSALS.labels("handshake_timeout").inc()
+            logger.info("closed a connection that sent no request head within %.1fs", timeout)
+            self.transport.close()
+
+    return HandshakeDeadlineProtocol
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn.Server whose SIGTERM drains instead of closing everything at once."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self._drain: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self._drain is None and self.gateway.config.drain_seconds > 0:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        self.gateway.start_draining()
+        await asyncio.sleep(self.gateway.config.drain_seconds)
+        logger.info("drain period over: closing every connection with 1012")
+        self.gateway.close_all()
+        await asyncio.sleep(0.5)  # let relays send their close frames
+        self.should_exit = True
+
+
+def build_server(config: GatewayConfig) -> GatewayServer:
+    """The configured server, ready to `run()`."""
+    gateway = Gateway(config)
+    uvicorn_config = uvicorn.Config(
+        gateway,
+        host=config.host,
+        port=config.port,
+        http=handshake_deadline_protocol(config.handshake_timeout_seconds),
+        ws=AbortableWebSocketProtocol,
+        ws_per_message_deflate=False,
+        ws_max_size=2 * config.max_frame_bytes,
+        lifespan="on",
+        proxy_headers=True,
+        forwarded_allow_ips=config.forwarded_allow_ips,
+        server_header=False,
+        access_log=False,  # request lines carry tokens in query strings
+        log_config=None,  # uvicorn logs through the root handler: same format, redacted
+        timeout_graceful_shutdown=5,
+    )
+    return GatewayServer(uvicorn_config, gateway)
+
+
+def main() -> None:
+    """Entry point of `python -m gateway`."""
+    logs.configure(
+        cast(logs.LogFormat, env_choice("COLLAB_LOG_FORMAT", "plain", ("plain", "json"))),
+        (env_str("COLLAB_LOG_LEVEL", "INFO") or "INFO").upper(),
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
+    server = build_server(GatewayConfig.from_env())
+    logger.info("gateway listening on http://%s:%d/", server.config.host, server.config.port)
+    server.run()
