@@ -12,7 +12,7 @@ import pytest
 from pycrdt import Doc, Text
 
 from tests.support.processes import EditorInstance, PostgresDatabase, RedisServer
-from tests.support.yclient import YClient, wait_until
+from tests.support.yclient import YClient, clients_on_distinct_workers, wait_until
 
 
 def start_cluster(
@@ -22,26 +22,6 @@ def start_cluster(
         instance = EditorInstance(f"editor-{index}", database_url=pg.url, redis_url=redis.url)
         editors.append(instance.start())
     return editors
-
-
-async def clients_on_distinct_workers(
-    instance: EditorInstance, doc_id: str, wanted: int = 2
-) -> list[YClient]:
-    """Connect until clients sit on `wanted` different worker processes of the instance."""
-    clients: dict[str, YClient] = {}
-    spare: list[YClient] = []
-    for _ in range(40):
-        client = await YClient(f"{instance.ws_url}/{doc_id}").connect()
-        if client.instance in clients:
-            spare.append(client)
-        else:
-            clients[client.instance] = client
-        if len(clients) == wanted:
-            break
-    for client in spare:
-        await client.close()
-    assert len(clients) == wanted, f"connections never spread over {wanted} workers"
-    return list(clients.values())
 
 
 def tokens(text: str) -> list[str]:
@@ -63,8 +43,8 @@ async def test_clients_on_two_instances_and_four_workers_converge_with_every_edi
     editors, pg_database, redis_server
 ):
     first, second = start_cluster(editors, pg_database, redis_server)
-    clients = await clients_on_distinct_workers(first, "converge")
-    clients += await clients_on_distinct_workers(second, "converge")
+    clients = await clients_on_distinct_workers(f"{first.ws_url}/converge", 2)
+    clients += await clients_on_distinct_workers(f"{second.ws_url}/converge", 2)
     assert len({client.instance for client in clients}) == 4
 
     rng = random.Random(7)

@@ -27,7 +27,7 @@ from tests.support.processes import (
     free_port,
     wait_for_port,
 )
-from tests.support.yclient import YClient, wait_until
+from tests.support.yclient import YClient, clients_on_distinct_workers, wait_until
 
 # Small and distinctive, so that the pod-wide limit (workers x this) is unmistakable.
 PER_WORKER_LIMIT = 37
@@ -150,25 +150,6 @@ def start_stack(
     gateways.append(gateway)
     gateway.start()
     return editor, gateway
-
-
-async def clients_on_both_workers(editor: EditorInstance, doc_id: str) -> list[YClient]:
-    """Connect straight to the editor until two clients sit on two different workers."""
-    chosen: dict[str, YClient] = {}
-    spare: list[YClient] = []
-    try:
-        for _ in range(40):
-            client = await YClient(f"{editor.ws_url}/{doc_id}").connect()
-            if client.instance in chosen:
-                spare.append(client)
-            else:
-                chosen[client.instance] = client
-            if len(chosen) == WORKERS:
-                break
-    finally:
-        await close_all(spare)
-    assert len(chosen) == WORKERS, "connections never spread over both workers"
-    return list(chosen.values())
 
 
 async def close_all(clients: Iterable[YClient]) -> None:
@@ -302,7 +283,7 @@ async def test_one_scrape_reports_the_traffic_of_both_workers_and_of_the_gateway
     editors, gateways, pg_database, redis_server
 ):
     editor, gateway = start_stack(editors, gateways, pg_database, redis_server)
-    direct = await clients_on_both_workers(editor, "shared")
+    direct = await clients_on_distinct_workers(f"{editor.ws_url}/shared", WORKERS)
     relayed = [
         await YClient(f"{gateway.ws_url}/{doc_id}").connect()
         for doc_id in ("shared", "notes", "notes", "todo")
@@ -394,7 +375,7 @@ async def test_the_pod_reports_its_connection_limit_before_any_websocket(
 async def exported_after_traffic(editors, gateways, pg_database, redis_server) -> set[str]:
     """Every name the editor and the gateway export after edits, presence and refusals."""
     editor, gateway = start_stack(editors, gateways, pg_database, redis_server)
-    clients = await clients_on_both_workers(editor, "shared")
+    clients = await clients_on_distinct_workers(f"{editor.ws_url}/shared", WORKERS)
     clients.append(await YClient(f"{gateway.ws_url}/shared").connect())
     try:
         await edit_and_converge(clients, dict.fromkeys(clients, "shared"))
@@ -459,7 +440,7 @@ async def test_a_prometheus_server_scrapes_the_editor_and_the_gateway(
     clients: list[YClient] = []
     try:
         server.start()
-        clients = await clients_on_both_workers(editor, "scraped")
+        clients = await clients_on_distinct_workers(f"{editor.ws_url}/scraped", WORKERS)
         clients.append(await YClient(f"{gateway.ws_url}/scraped").connect())
         await edit_and_converge(clients, dict.fromkeys(clients, "scraped"))
 

@@ -70,8 +70,26 @@ class YClient:
             if wait_synced:
                 raise
         if wait_synced:
-            await asyncio.wait_for(self.synced.wait(), timeout)
+            await self._wait_synced(timeout)
         return self
+
+    async def _wait_synced(self, timeout: float) -> None:
+        # A refused socket (a full worker closes with 1013) must fail at once and say
+        # why, not after the whole timeout.
+        synced = asyncio.ensure_future(self.synced.wait())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait({synced, closed}, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            synced.cancel()
+            closed.cancel()
+        if self.synced.is_set():
+            return
+        if self.closed.is_set():
+            raise ConnectionError(
+                f"{self.url} closed before sync: {self.close_code} {self.close_reason}"
+            )
+        raise TimeoutError(f"{self.url} did not sync within {timeout} s")
 
     async def reconnect(self, url: str | None = None, *, timeout: float = 10) -> YClient:
         """Reconnect as the y-websocket provider does, keeping the document and its edits."""
@@ -174,3 +192,23 @@ async def wait_until(
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
     return time.monotonic() - start
+
+
+async def clients_on_distinct_workers(url: str, wanted: int, attempts: int = 200) -> list[YClient]:
+    """Connect to `url` until clients sit on `wanted` different server processes.
+
+    A socket landing on a process already chosen is closed at once, so that no process
+    fills up (and refuses) while the kernel keeps handing connections to the same one.
+    """
+    chosen: dict[str, YClient] = {}
+    for _ in range(attempts):
+        client = await YClient(url).connect()
+        if client.instance in chosen:
+            await client.close()
+            continue
+        chosen[client.instance] = client
+        if len(chosen) == wanted:
+            return list(chosen.values())
+    for client in chosen.values():
+        await client.close()
+    raise AssertionError(f"{attempts} connections never spread over {wanted} processes")
