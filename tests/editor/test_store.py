@@ -147,6 +147,20 @@ def test_append_numbers_each_document_of_a_batch_separately(store, alias):
     }
 
 
+def test_append_of_a_batch_larger_than_one_statement_numbers_everything(store, alias):
+    # More documents and more rows than one statement carries (the parameter limits).
+    many = {f"doc-{index:04d}": [Writer(index + 1).type("x")] for index in range(1500)}
+    long = Writer(9999).edits(2500)
+
+    appended = store.append({**many, "long": long})
+
+    assert appended["long"] == Appended(1, 2500, sum(map(len, long)), 2500)
+    assert all(appended[doc_id].last_seq == 1 for doc_id in many)
+    assert stored_seqs(alias, "long") == list(range(1, 2501))
+    assert text_of(store.read_since("long").update) == "".join(f"{i};" for i in range(2500))
+    assert len(store.last_seqs(list(many))) == 1500
+
+
 def test_append_stores_the_bytes_unchanged(store, alias):
     updates = Writer().edits(2)
 

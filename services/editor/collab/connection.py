@@ -8,6 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from collab_common.wsprotocol import encode_binary
+
 from collab import metrics
 
 logger = logging.getLogger(__name__)
@@ -28,14 +30,51 @@ def _sent_counter(frame: bytes) -> Any:
     return _SENT.get(key, _SENT_OTHER)
 
 
+class _Encoded:
+    """The wire form of the frame being broadcast, encoded for the first peer only.
+
+    A room hands the same bytes object to every peer in one loop, so one entry keyed
+    by identity serves them all. Frames written that way are counted in memory and
+    added to the (multiprocess, file-backed) counter once the loop turn ends.
+    """
+
+    def __init__(self) -> None:
+        self.frame: bytes | None = None
+        self.wire = b""
+        self.counter: Any = None
+        self.unflushed = 0
+
+    def wire_of(self, frame: bytes) -> bytes:
+        if frame is not self.frame:
+            self.flush()
+            self.frame, self.wire, self.counter = frame, encode_binary(frame), _sent_counter(frame)
+        return self.wire
+
+    def count(self) -> None:
+        if self.unflushed == 0:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.unflushed += 1
+
+    def flush(self) -> None:
+        if self.unflushed:
+            self.counter.inc(self.unflushed)
+            self.unflushed = 0
+
+
+_encoded = _Encoded()
+
+
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class Connection:
     """Queues frames for one client so that a slow reader never blocks the room.
 
-    The queue is bounded in bytes; when a client falls that far behind, `on_overflow`
-    runs once and nothing more is queued (the owner closes the socket with 1013).
+    A frame is written at once when nothing is queued and the socket is writable
+    (`send_now`); otherwise it waits in the queue, which one task drains through ASGI
+    `send` as the client reads. The queue is bounded in bytes; when a client falls that
+    far behind, `on_overflow` runs once and nothing more is queued (the owner closes the
+    socket with 1013).
     """
 
     def __init__(
@@ -46,6 +85,7 @@ class Connection:
         max_queued_bytes: int,
         on_overflow: Callable[[], None],
         abort: Callable[[], None] | None = None,
+        send_now: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.conn_id = conn_id
         self.awareness_ids: set[int] = set()
@@ -54,6 +94,7 @@ class Connection:
         self._max_queued_bytes = max_queued_bytes
         self._on_overflow = on_overflow
         self._abort = abort
+        self._send_now = send_now
         self._queue: collections.deque[bytes] = collections.deque()
         self._queued_bytes = 0
         self._drainer: asyncio.Task[None] | None = None
@@ -61,6 +102,15 @@ class Connection:
     def send(self, frame: bytes) -> None:
         """Queue a frame without waiting; drop everything and signal overflow if too far behind."""
         if self.closed:
+            return
+        # The common case: nothing queued ahead and the socket takes the frame now.
+        if (
+            not self._queue
+            and self._drainer is None
+            and self._send_now is not None
+            and self._send_now(_encoded.wire_of(frame))
+        ):
+            _encoded.count()
             return
         if self._queue and self._queued_bytes + len(frame) > self._max_queued_bytes:
             self.closed = True

@@ -11,7 +11,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 from collab_common.logs import conn_id_var, doc_id_var
-from collab_common.wsprotocol import aborter
+from collab_common.wsprotocol import aborter, sender_now
 
 from collab import metrics
 from collab.access import check_access
@@ -81,6 +81,7 @@ class DocumentConsumer(AsyncConsumer):
                 max_queued_bytes=registry.config.send_queue_bytes,
                 on_overflow=self._overflowed,
                 abort=aborter(self.scope),
+                send_now=sender_now(self.scope),
             )
             try:
                 room = await registry.acquire(self.doc_id)

@@ -1,9 +1,15 @@
-"""uvicorn's sans-I/O WebSocket protocol, plus a way for the application to drop a socket.
+"""uvicorn's sans-I/O WebSocket protocol, plus two extensions for the application.
 
-ASGI can only close a WebSocket with a close frame, and a client that stopped reading
-never lets that frame out: the connection would stay open forever, holding its buffers.
-This protocol puts `transport.abort` into the scope's extensions so that the
-application can cut such a client off.
+- `collab.abort`: ASGI can only close a WebSocket with a close frame, and a client that
+  stopped reading never lets that frame out: the connection would stay open forever,
+  holding its buffers. `transport.abort` lets the application cut such a client off.
+- `collab.send_now`: writes an already encoded binary message (`encode_binary`) at once
+  when the socket can take it, and says False when it cannot (not open, or the
+  transport paused writing because the client reads too slowly). A room sends every
+  update to every peer: encoding the frame once for all of them, and writing it
+  without an ASGI `send` coroutine and a task per peer, is most of a delivery's cost.
+  Safe because server frames are unmasked and no extension (permessage-deflate) is
+  negotiated: the bytes `websockets` would produce are the same for every socket.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 ABORT_EXTENSION = "collab.abort"
+SEND_NOW_EXTENSION = "collab.send_now"
 
 
 class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -24,6 +33,30 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)  # absent when the handshake was refused
         if scope is not None:
             scope["extensions"][ABORT_EXTENSION] = self.transport.abort
+            scope["extensions"][SEND_NOW_EXTENSION] = self.send_now
+
+    def send_now(self, encoded: bytes) -> bool:
+        """Write one encoded binary message if the socket is open and writable."""
+        if (
+            self.close_sent
+            or self.conn.state is not State.OPEN
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(encoded)
+        return True
+
+
+def encode_binary(data: bytes) -> bytes:
+    """A complete, unmasked, unfragmented binary frame carrying `data` (a server's frame)."""
+    return Frame(Opcode.BINARY, data).serialize(mask=False, extensions=[])
+
+
+def sender_now(scope: dict[str, Any]) -> Callable[[bytes], bool] | None:
+    """The function writing a binary message at once, when the server offers one."""
+    extension = scope.get("extensions", {}).get(SEND_NOW_EXTENSION)
+    return extension if callable(extension) else None
 
 
 def aborter(scope: dict[str, Any]) -> Callable[[], None] | None:
