@@ -23,4 +23,6 @@ DATABASES["postgres"] = dj_database_url.parse(
     POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/collab_unit", conn_max_age=0
 )
 DATABASES["default"]["TEST"] = {"NAME": None}
-DATABASES["postgres"]["TEST"] = {"DEPENDENCIES": []}
+# One test database per pytest process: runs started side by side (a developer's and
+# an editor's save hook, say) would otherwise create and drop the same database.
+DATABASES["postgres"]["TEST"] = {"DEPENDENCIES": [], "NAME": f"test_collab_unit_{os.getpid()}"}

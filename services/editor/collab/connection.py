@@ -95,7 +95,9 @@ class Connection:
         self._on_overflow = on_overflow
         self._abort = abort
         self._send_now = send_now
-        self._queue: collections.deque[bytes] = collections.deque()
+        # Created when a frame first has to wait, dropped once drained: most sockets
+        # never need one, and an empty deque costs ~600 bytes per idle connection.
+        self._queue: collections.deque[bytes] | None = None
         self._queued_bytes = 0
         self._drainer: asyncio.Task[None] | None = None
 
@@ -105,7 +107,7 @@ class Connection:
             return
         # The common case: nothing queued ahead and the socket takes the frame now.
         if (
-            not self._queue
+            self._queue is None
             and self._drainer is None
             and self._send_now is not None
             and self._send_now(_encoded.wire_of(frame))
@@ -114,10 +116,12 @@ class Connection:
             return
         if self._queue and self._queued_bytes + len(frame) > self._max_queued_bytes:
             self.closed = True
-            self._queue.clear()
+            self._queue = None
             self._queued_bytes = 0
             self._on_overflow()
             return
+        if self._queue is None:
+            self._queue = collections.deque()
         self._queue.append(frame)
         self._queued_bytes += len(frame)
         if self._drainer is None:
@@ -133,9 +137,9 @@ class Connection:
         except Exception as error:  # the socket went away under us; the consumer cleans up
             logger.debug("send to %s failed: %s", self.conn_id, error)
             self.closed = True
-            self._queue.clear()
             self._queued_bytes = 0
         finally:
+            self._queue = None
             self._drainer = None
 
     async def close(
@@ -153,7 +157,7 @@ class Connection:
             done, _ = await asyncio.wait({drainer}, timeout=grace)
             if not done:
                 drainer.cancel()
-        self._queue.clear()
+        self._queue = None
         self._queued_bytes = 0
         try:
             await asyncio.wait_for(

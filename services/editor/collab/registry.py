@@ -76,6 +76,7 @@ class RoomRegistry:
         await self.fanout.stop()
         if self._background:
             await asyncio.wait(self._background, timeout=10)
+        await self.store.close()
 
     # Acquire and release --------------------------------------------------------------
 

@@ -307,8 +307,9 @@ class AsyncStore:
 
     Not through `database_sync_to_async`: it closes and health-checks the connection
     around every call (a request's life cycle), one more round trip per append. The
-    connection stays open instead; after a failed call it is closed if it no longer
-    works, and the next call opens a new one (every caller retries or reports).
+    connection stays open instead (until `close`, or after each call when CONN_MAX_AGE
+    is 0); after a failed call it is closed if it no longer works, and the next call
+    opens a new one (every caller retries or reports).
     """
 
     def __init__(self, store: DocumentStore) -> None:
@@ -318,11 +319,24 @@ class AsyncStore:
         return await _on_database_thread(self._guarded)(method, *args, **kwargs)
 
     def _guarded(self, method: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        connection = connections[self.sync.using]
         try:
             return method(*args, **kwargs)
         except Exception:
-            connections[self.sync.using].close_if_unusable_or_obsolete()
+            connection.close_if_unusable_or_obsolete()
             raise
+        finally:
+            if connection.settings_dict["CONN_MAX_AGE"] == 0:
+                connection.close()  # what CONN_MAX_AGE=0 asks for: no connection kept
+
+    async def close(self) -> None:
+        """Close the database thread's connection (at shutdown; it is reopened if used)."""
+        await _on_database_thread(self._close)()
+
+    def _close(self) -> None:
+        connection = connections[self.sync.using]
+        if connection.connection is not None:
+            connection.close()
 
     async def read_since(self, doc_id: str, after_seq: int = 0) -> Tail:
         """See DocumentStore.read_since."""

@@ -35,6 +35,14 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][ABORT_EXTENSION] = self.transport.abort
             scope["extensions"][SEND_NOW_EXTENSION] = self.send_now
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and hasattr(self, "response"):
+            # The handshake's request and response (headers and all, a few KB) are kept
+            # by uvicorn for the life of the socket but never read again.
+            del self.request
+            del self.response
+
     def send_now(self, encoded: bytes) -> bool:
         """Write one encoded binary message if the socket is open and writable."""
         if (
