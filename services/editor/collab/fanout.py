@@ -22,7 +22,10 @@ logger = logging.getLogger(__name__)
 
 
 class Fanout:
-    """Publishes this process's events and hands other processes' events to `deliver`."""
+    """Publishes this process's events and hands other processes' events to `deliver`.
+
+    Without a layer (None) the process is alone and every method does nothing.
+    """
 
     def __init__(
         self, layer: Any, *, prefix: str, origin: str, deliver: Callable[[Event], None]
@@ -36,6 +39,8 @@ class Fanout:
 
     async def start(self) -> None:
         """Create this process's channel and start receiving."""
+        if self.layer is None:
+            return
         self.channel = await self.layer.new_channel(prefix=f"{self.prefix}.process.")
         self._receiver = asyncio.create_task(
             self._receive_forever(), name="collab-fanout", context=detached()
@@ -51,6 +56,8 @@ class Fanout:
 
     async def join(self, doc_id: str) -> bool:
         """Subscribe to a document's group; False when the layer is unreachable."""
+        if self.layer is None:
+            return True
         try:
             await self.layer.group_add(group_name(self.prefix, doc_id), self.channel)
         except Exception as error:
@@ -61,6 +68,8 @@ class Fanout:
 
     async def leave(self, doc_id: str) -> None:
         """Unsubscribe from a document's group."""
+        if self.layer is None:
+            return
         try:
             await self.layer.group_discard(group_name(self.prefix, doc_id), self.channel)
         except Exception as error:
@@ -73,6 +82,8 @@ class Fanout:
         A failure is logged and reported, never raised: the event is already durable
         (or, for awareness, ephemeral), and other processes heal from the log.
         """
+        if self.layer is None:
+            return True
         try:
             await self.layer.group_send(group_name(self.prefix, event["doc"]), event)
         except Exception as error:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from collab_common.logs import detached
 
 from collab import metrics
@@ -57,7 +57,12 @@ def build_registry() -> RoomRegistry:
     """A registry wired to the configured database and channel layer."""
     config = CollabConfig.from_settings()
     store = AsyncStore(DocumentStore(snapshot_history=config.snapshot_history))
-    return RoomRegistry(store=store, layer=get_channel_layer(), config=config)
+    layer = get_channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        # No Redis: this process is the only one (gunicorn runs one worker), so there
+        # is nobody to tell; publishing to the in-memory layer would only cost time.
+        layer = None
+    return RoomRegistry(store=store, layer=layer, config=config)
 
 
 async def shutdown() -> None:
