@@ -286,6 +286,22 @@ def test_authentication_is_required_by_default() -> None:
     assert len(base64.b64decode(generated["COLLAB_TOKEN_SECRET"])) >= 32
 
 
+def test_editors_check_the_gateways_origins_unless_told_otherwise() -> None:
+    assert config(render(*DEFAULTS), EDITOR)["COLLAB_ALLOWED_ORIGINS"] == ""
+    gateway_list = ("--set", "gateway.allowedOrigins={https://a.example,https://b.example}")
+    docs = render(*DEFAULTS, *gateway_list)
+    assert config(docs, GATEWAY)["GATEWAY_ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
+    assert config(docs, EDITOR)["COLLAB_ALLOWED_ORIGINS"] == "https://a.example,https://b.example"
+    docs = render(*DEFAULTS, *gateway_list, "--set", "editor.allowedOrigins={https://c.example}")
+    assert config(docs, EDITOR)["COLLAB_ALLOWED_ORIGINS"] == "https://c.example"
+
+
+@pytest.mark.parametrize("value", ["editor.allowedOrigins", "gateway.allowedOrigins"])
+def test_an_origin_no_header_can_equal_is_refused(value: str) -> None:
+    # Origins are compared exactly with the header: "https://a.example/" matches nothing.
+    assert "allowedOrigins" in render_fails(*DEFAULTS, "--set", f"{value}={{https://a.example/}}")
+
+
 def test_existing_secrets_replace_the_generated_one() -> None:
     docs = render(*SCENARIOS["external"])
     assert not of_kind(docs, "Secret")

@@ -118,3 +118,14 @@ def test_bad_numeric_setting_is_an_error_naming_it(monkeypatch: pytest.MonkeyPat
 
     with pytest.raises(ImproperlyConfigured, match="GATEWAY_MAX_FRAME_BYTES"):
         GatewayConfig.from_env()
+
+
+@pytest.mark.parametrize("origin", ["https://a.example/", "a.example", "https://a.example/app"])
+def test_an_origin_that_no_header_can_equal_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, origin: str
+) -> None:
+    # Origins are compared exactly with the header (as COLLAB_ALLOWED_ORIGINS at the editor).
+    monkeypatch.setenv("GATEWAY_ALLOWED_ORIGINS", f"https://ok.example,{origin}")
+
+    with pytest.raises(ImproperlyConfigured, match="GATEWAY_ALLOWED_ORIGINS"):
+        GatewayConfig.from_env()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import jwt
 import pytest
 from collab_common import redaction
 from collab_common.redaction import SERVER_LOGGERS, RedactTokens, install, redact
@@ -62,6 +63,19 @@ def test_query_token_is_removed_and_other_params_are_kept() -> None:
 
 def test_query_token_at_the_end_of_the_string_is_removed() -> None:
     assert redact(f"/ws/docs/a?token={TOKEN}") == "/ws/docs/a?token=[redacted]"
+
+
+def test_a_token_under_an_encoded_parameter_name_is_removed() -> None:
+    # `tok%65n` decodes to `token`: the query parser accepts it, the name pattern misses it.
+    cleaned = redact(f"GET /ws/docs/a?tok%65n={TOKEN}&mode=edit HTTP/1.1")
+
+    assert cleaned == "GET /ws/docs/a?tok%65n=[redacted]&mode=edit HTTP/1.1"
+
+
+def test_a_jwt_anywhere_in_a_line_is_removed() -> None:
+    real = jwt.encode({"sub": "ana", "doc": "notes"}, "s" * 32, algorithm="HS256")
+
+    assert redact(f"odd header x-thing: {real} end") == "odd header x-thing: [redacted] end"
 
 
 def test_bearer_header_value_is_removed() -> None:

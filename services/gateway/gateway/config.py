@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from collab_common.env import (
@@ -58,6 +59,14 @@ class GatewayConfig:
                 raise ImproperlyConfigured(
                     f"GATEWAY_UPSTREAMS entries must be http(s) URLs: {url!r}"
                 )
+        allowed_origins = tuple(env_list("GATEWAY_ALLOWED_ORIGINS", []))
+        for origin in allowed_origins:
+            # Compared exactly with the Origin header: a path or a slash would match nothing.
+            if not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", origin):
+                raise ImproperlyConfigured(
+                    "GATEWAY_ALLOWED_ORIGINS entries are scheme://host[:port] with no path, "
+                    f"got {origin!r}"
+                )
         return cls(
             host=env_str("GATEWAY_HOST", "127.0.0.1") or "127.0.0.1",
             port=env_int("GATEWAY_PORT", 8000, minimum=1),
@@ -73,7 +82,7 @@ class GatewayConfig:
             rate_per_second=env_float("GATEWAY_RATE_PER_SECOND", 200.0, minimum=0.1),
             rate_burst=env_int("GATEWAY_RATE_BURST", 400, minimum=1),
             max_connections_per_ip=env_int("GATEWAY_MAX_CONNECTIONS_PER_IP", 200, minimum=1),
-            allowed_origins=tuple(env_list("GATEWAY_ALLOWED_ORIGINS", [])),
+            allowed_origins=allowed_origins,
             handshake_timeout_seconds=env_float(
                 "GATEWAY_HANDSHAKE_TIMEOUT_SECONDS", 10.0, minimum=0.1
             ),

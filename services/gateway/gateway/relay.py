@@ -24,9 +24,14 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 logger = logging.getLogger(__name__)
+# The editor side of every relay logs here: `server.main` keeps it at INFO at least,
+# because websockets logs headers and frame bytes at DEBUG.
+UPSTREAM_LOGGER = "gateway.relay.upstream"
+_upstream_logger = logging.getLogger(UPSTREAM_LOGGER)
 
 DOC_PATH = re.compile(r"/ws/docs/([A-Za-z0-9._~-]{1,128})")  # used with fullmatch
-_FORWARDED_HEADERS = {b"authorization", b"cookie", b"user-agent"}
+# The editor checks tokens and Origin again (COLLAB_ALLOWED_ORIGINS): it needs both.
+_FORWARDED_HEADERS = {b"authorization", b"cookie", b"origin", b"user-agent"}
 # Codes a client may not send on the wire (RFC 6455 7.4.1): replaced when passing on.
 _RESERVED = {1004, 1005, 1006, 1015}
 
@@ -135,6 +140,7 @@ class RelaySession:
                     ping_interval=20,
                     ping_timeout=20,
                     close_timeout=2,
+                    logger=_upstream_logger,
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake) as error:
                 logger.warning("cannot open a session on upstream %s: %s", url, error)

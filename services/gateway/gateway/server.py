@@ -17,6 +17,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway import metrics
 from gateway.app import Gateway
 from gateway.config import GatewayConfig
+from gateway.relay import UPSTREAM_LOGGER
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,20 @@ def build_server(config: GatewayConfig) -> GatewayServer:
     return GatewayServer(uvicorn_config, gateway)
 
 
+def quiet_secret_bearing_loggers() -> None:
+    """Keep loggers that write secrets at DEBUG above it, even when COLLAB_LOG_LEVEL=DEBUG.
+
+    websockets logs every handshake header (cookies) and the first and last bytes of
+    every frame (document content): both sides of a relay, the client side on uvicorn's
+    logger (whose protocols read the level when a connection opens), the editor side on
+    the relay's own. httpcore logs every response header (a login's Set-Cookie).
+    """
+    for name in ("uvicorn.error", UPSTREAM_LOGGER):
+        quiet = logging.getLogger(name)
+        quiet.setLevel(max(logging.INFO, quiet.getEffectiveLevel()))
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
 def main() -> None:
     """Entry point of `python -m gateway`."""
     logs.configure(
@@ -122,6 +137,7 @@ def main() -> None:
         (env_str("COLLAB_LOG_LEVEL", "INFO") or "INFO").upper(),
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health check otherwise
+    quiet_secret_bearing_loggers()
     server = build_server(GatewayConfig.from_env())
     logger.info("gateway listening on http://%s:%d/", server.config.host, server.config.port)
     server.run()

@@ -1,8 +1,9 @@
 """Keep access tokens out of every log line, whichever library writes it.
 
 Servers log request paths with their query strings (uvicorn logs every WebSocket
-handshake that way), and clients may send `?token=`. The filter rewrites such records
-before any handler formats them.
+handshake that way), and clients may send `?token=` (or an encoded spelling of it). The
+filter rewrites such records, and anything shaped like a JWT, before any handler
+formats them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import logging
 import re
 
 _TOKEN = re.compile(r"(token=|bearer\s+|collab_token=)[^&\s\"';,]+", re.IGNORECASE)
+# Whatever carries it (`?tok%65n=` decodes to `token`), a JWT looks like one: three
+# base64url parts, the first an encoded JSON object ("eyJ" is `{"`).
+_JWT = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")
 # Loggers that write request lines: servers' own loggers plus the root.
 SERVER_LOGGERS = (
     "",
@@ -24,7 +28,7 @@ SERVER_LOGGERS = (
 
 def redact(text: str) -> str:
     """Replace token values in `text` with a marker."""
-    return _TOKEN.sub(r"\1[redacted]", text)
+    return _JWT.sub("[redacted]", _TOKEN.sub(r"\1[redacted]", text))
 
 
 class RedactTokens(logging.Filter):
