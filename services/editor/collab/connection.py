@@ -77,6 +77,21 @@ class Connection:
     socket with 1013).
     """
 
+    # Thousands of these live per process: no per-instance __dict__.
+    __slots__ = (
+        "_abort",
+        "_drainer",
+        "_max_queued_bytes",
+        "_on_overflow",
+        "_queue",
+        "_queued_bytes",
+        "_send",
+        "_send_now",
+        "awareness_ids",
+        "closed",
+        "conn_id",
+    )
+
     def __init__(
         self,
         send: ASGISend,

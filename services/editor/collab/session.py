@@ -35,6 +35,8 @@ _RECEIVED_INVALID = metrics.FRAMES_RECEIVED.labels("invalid")
 class Session:
     """Hands one connection's frames to its room; raises CollabError to end the connection."""
 
+    __slots__ = ("connection", "open", "read_only", "registry", "room")
+
     def __init__(
         self,
         registry: RoomRegistry,
