@@ -21,6 +21,7 @@ from collab.errors import (
     BadFrame,
     CollabError,
     Forbidden,
+    InternalError,
     SlowConsumer,
     Unauthenticated,
     Unavailable,
@@ -118,6 +119,10 @@ class DocumentConsumer(AsyncConsumer):
             await self.session.receive(frame)
         except CollabError as error:
             await self._refuse(error)
+        except Exception:
+            # Never a silent drop: the client gets a close code and leaves its room.
+            logger.exception("failed to handle a frame of %s", self.doc_id)
+            await self._refuse(InternalError())
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Leave the room and end the consumer."""

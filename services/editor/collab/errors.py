@@ -9,6 +9,7 @@ class CloseCode(IntEnum):
     """WebSocket close codes the service uses (documented in the README)."""
 
     NORMAL = 1000
+    INTERNAL_ERROR = 1011
     RESTARTING = 1012
     TRY_AGAIN_LATER = 1013
     BAD_FRAME = 4400
@@ -130,3 +131,13 @@ class Unavailable(CollabError):
     close_code = CloseCode.TRY_AGAIN_LATER
     http_status = 503
     reason = "temporarily unavailable"
+
+
+class InternalError(CollabError):
+    """A fault of the server, not of the client: logged with its traceback, code 1011."""
+
+    label = "internal_error"  # metric label of refusals
+
+    close_code = CloseCode.INTERNAL_ERROR
+    http_status = 500
+    reason = "the server failed to handle this message"

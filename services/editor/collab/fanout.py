@@ -7,6 +7,7 @@ many local sockets watch it, and each published update costs one PUBLISH on Redi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable
@@ -28,14 +29,23 @@ class Fanout:
     """
 
     def __init__(
-        self, layer: Any, *, prefix: str, origin: str, deliver: Callable[[Event], None]
+        self,
+        layer: Any,
+        *,
+        prefix: str,
+        origin: str,
+        deliver: Callable[[Event], None],
+        max_queued: int = 10_000,
     ) -> None:
         self.layer = layer
         self.prefix = prefix
         self.origin = origin
         self.deliver = deliver
+        self.max_queued = max_queued
         self.channel = ""
         self._receiver: asyncio.Task[None] | None = None
+        self._outbox: collections.deque[Event] = collections.deque()
+        self._publisher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Create this process's channel and start receiving."""
@@ -46,8 +56,11 @@ class Fanout:
             self._receive_forever(), name="collab-fanout", context=detached()
         )
 
-    async def stop(self) -> None:
-        """Stop receiving (the layer unsubscribes the channel on cancellation)."""
+    async def stop(self, publish_timeout: float = 2.0) -> None:
+        """Publish what is queued (for a bounded time), then stop receiving."""
+        if self._publisher is not None:
+            await asyncio.wait({self._publisher}, timeout=publish_timeout)
+            self._publisher.cancel()
         if self._receiver is not None:
             self._receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -75,6 +88,33 @@ class Fanout:
         except Exception as error:
             metrics.PUBLISH_FAILURES.labels("unsubscribe").inc()
             logger.warning("cannot unsubscribe from document %s: %s", doc_id, error)
+
+    def publish_soon(self, event: Event) -> None:
+        """Queue an event to publish in order, without waiting for the layer.
+
+        Publishing stays off the paths that make updates durable and relay them locally:
+        a Redis that hangs (a partition, a stopped server) answers nothing for seconds,
+        and nobody here should wait for it. At most `max_queued` events wait; beyond
+        that the oldest are dropped, as Redis itself may drop them: other processes
+        read what they missed from the log.
+        """
+        if self.layer is None:
+            return
+        if len(self._outbox) >= self.max_queued:
+            self._outbox.popleft()
+            metrics.PUBLISH_FAILURES.labels("dropped").inc()
+        self._outbox.append(event)
+        if self._publisher is None:
+            self._publisher = asyncio.create_task(
+                self._publish_queued(), name="collab-publish", context=detached()
+            )
+
+    async def _publish_queued(self) -> None:
+        try:
+            while self._outbox:
+                await self.publish(self._outbox.popleft())
+        finally:
+            self._publisher = None
 
     async def publish(self, event: Event) -> bool:
         """Send an event to every other process watching the document.

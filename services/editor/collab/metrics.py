@@ -107,7 +107,7 @@ CPU_SECONDS = Counter(
 # a restart otherwise, and dashboards would show "No data" instead of zero.
 for _operation in ("append", "load", "heal", "compact"):
     DB_FAILURES.labels(_operation)
-for _operation in ("publish", "subscribe", "unsubscribe", "receive"):
+for _operation in ("publish", "subscribe", "unsubscribe", "receive", "dropped"):
     PUBLISH_FAILURES.labels(_operation)
 for _status in ("401", "403"):
     AUTH_FAILURES.labels(_status)

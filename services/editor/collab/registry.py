@@ -20,7 +20,7 @@ from collab_common.logs import detached
 from collab import metrics
 from collab.codec import awareness_frame, update_frame
 from collab.conf import CollabConfig
-from collab.errors import CollabError
+from collab.errors import CollabError, Unavailable
 from collab.events import AwarenessEvent, AwarenessQueryEvent, Event, UpdateEvent
 from collab.fanout import Fanout
 from collab.journal import Journal, Pending
@@ -131,7 +131,7 @@ class RoomRegistry:
         metrics.ROOM_LOAD_SECONDS.observe(time.monotonic() - started)
         metrics.ROOM_LOAD_BYTES.observe(tail.size_bytes)
         # Presence is never stored: ask the processes already serving the document.
-        await self.fanout.publish(
+        self.fanout.publish_soon(
             AwarenessQueryEvent(type="collab.awareness_query", doc=doc_id, origin=self.origin)
         )
         logger.debug("loaded document %s at seq %d", doc_id, room.seq.watermark)
@@ -176,7 +176,7 @@ class RoomRegistry:
             now = time.monotonic()
             for item in items:
                 metrics.FANOUT_SECONDS.observe(now - item.received_at)
-        await self.fanout.publish(
+        self.fanout.publish_soon(
             UpdateEvent(
                 type="collab.update",
                 doc=doc_id,
@@ -190,9 +190,9 @@ class RoomRegistry:
         if appended.log_count >= self.config.compact_after_updates:
             self._compact_soon(doc_id)
 
-    async def publish_awareness(self, room: Room, payload: bytes) -> None:
+    def publish_awareness(self, room: Room, payload: bytes) -> None:
         """Send an awareness payload to the other processes watching the room."""
-        await self.fanout.publish(
+        self.fanout.publish_soon(
             AwarenessEvent(
                 type="collab.awareness", doc=room.doc_id, origin=self.origin, payload=payload
             )
@@ -227,7 +227,10 @@ class RoomRegistry:
                 logger.error("stored update of %s does not apply: %s", room.doc_id, error)
                 continue
             if change is not None:
-                room.broadcast(update_frame(update))
+                # What the room gained, not the update as received: an update that
+                # arrives after one that depended on it (fan-out messages of different
+                # processes can cross) also releases that one, and local peers need both.
+                room.broadcast(update_frame(change))
         room.seq.note(event["first_seq"], event["last_seq"])
         metrics.RELAY_SECONDS.observe(max(0.0, time.time() - event["sent_at"]))
 
@@ -244,7 +247,7 @@ class RoomRegistry:
         """Answer another process's query with the presence of our own peers."""
         payload = room.local_awareness()
         if payload is not None:
-            self._spawn(self.publish_awareness(room, payload))
+            self.publish_awareness(room, payload)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coroutine, context=detached())
@@ -254,10 +257,21 @@ class RoomRegistry:
     # Healing --------------------------------------------------------------------------
 
     async def freshen(self, room: Room) -> None:
-        """Bring the room up to the log's newest update (before a late joiner's sync)."""
-        latest = await self.store.last_seqs([room.doc_id])
-        if latest.get(room.doc_id, 0) > room.seq.watermark:
-            await self.catch_up(room, healing=False)
+        """Bring the room up to the log's newest update (before a late joiner's sync).
+
+        Raises Unavailable when the database cannot say: a joiner must not be told it
+        is complete without that check.
+        """
+        try:
+            latest = await self.store.last_seqs([room.doc_id])
+            if latest.get(room.doc_id, 0) > room.seq.watermark:
+                await self.catch_up(room, healing=False)
+        except CollabError:
+            raise
+        except Exception as error:
+            metrics.DB_FAILURES.labels("load").inc()
+            logger.warning("cannot check document %s for a joiner: %s", room.doc_id, error)
+            raise Unavailable("the document store is unavailable; retry shortly") from None
 
     async def catch_up(self, room: Room, *, healing: bool = True) -> None:
         """Read what the room lacks from the log, apply it and pass it on to local peers."""

@@ -75,13 +75,13 @@ class Session:
             if self.read_only:
                 self._refuse_write()
             else:
-                self._accept_update(message.update, frame)
+                self._accept_update(message.update)
         elif isinstance(message, SyncStep1):
             await self._answer_sync(message.state_vector)
         elif isinstance(message, SyncStep2):
             # Every client answers our SyncStep1, read-only ones too: theirs is ignored.
             if not self.read_only:
-                self._accept_update(message.update, None)
+                self._accept_update(message.update)
         elif isinstance(message, AwarenessUpdate):
             await self._accept_awareness(message.payload, frame)
         elif isinstance(message, QueryAwareness):
@@ -99,7 +99,7 @@ class Session:
         metrics.REFUSED_FRAMES.labels("read_only").inc()
         self.connection.send(permission_denied_frame("read-only access"))
 
-    def _accept_update(self, update: bytes, frame: bytes | None) -> None:
+    def _accept_update(self, update: bytes) -> None:
         try:
             change = self.room.apply_update(update)
         except BadUpdate as error:
@@ -111,9 +111,10 @@ class Session:
         if change is None:
             return
         metrics.UPDATE_BYTES.inc(len(change))
-        # An incremental update is relayed as received; a SyncStep2 is relayed as the
-        # update it amounted to. Either way the frame is built once for all peers.
-        self.registry.submit(self.room, change, frame or update_frame(change), self.connection)
+        # Peers get what the room gained, not the update as received: that may be less
+        # (parts the room had) or more (structs it held back for a missing dependency,
+        # which this update supplied). The frame is built once for all peers.
+        self.registry.submit(self.room, change, update_frame(change), self.connection)
 
     async def _answer_sync(self, state_vector: bytes) -> None:
         # A joiner must receive everything any process relayed before its sync, and
@@ -128,7 +129,7 @@ class Session:
             raise TooLarge("awareness update too large")
         self.room.apply_awareness(payload, self.connection)
         self.room.broadcast(frame, exclude=self.connection)
-        await self.registry.publish_awareness(self.room, payload)
+        self.registry.publish_awareness(self.room, payload)
 
     async def close(self) -> None:
         """Leave the room: remove our presence everywhere and release the room."""
@@ -139,5 +140,5 @@ class Session:
         metrics.CONNECTIONS.dec()
         payload = self.room.remove_peer(self.connection)
         if payload is not None:
-            await self.registry.publish_awareness(self.room, payload)
+            self.registry.publish_awareness(self.room, payload)
         await self.registry.release(self.room)

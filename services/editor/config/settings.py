@@ -105,7 +105,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": COLLAB_CHANNEL_PREFIX},
+            "CONFIG": {
+                # A Redis that stops answering (a partition) fails calls after 2 s
+                # instead of hanging them: publishing and subscribing give up, and the
+                # heal loop covers the gap from the database.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 2, "socket_connect_timeout": 2}],
+                "prefix": COLLAB_CHANNEL_PREFIX,
+            },
         }
     }
 else:
