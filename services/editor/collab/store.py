@@ -6,12 +6,14 @@ Every method works the same on PostgreSQL and SQLite: one shared test suite chec
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -28,6 +30,13 @@ _READ_ATTEMPTS = 5
 # Django's connections are per thread: every store call runs on the one database thread.
 _on_database_thread = sync_to_async(thread_sensitive=True)
 _ROWS_PER_STATEMENT = 1000
+# How an upsert adds a batch's counters to a document's.
+_COUNTERS_UPDATE = (
+    "last_seq = {table}.last_seq + excluded.last_seq,"
+    " size_bytes = {table}.size_bytes + excluded.size_bytes,"
+    " log_count = {table}.log_count + excluded.log_count,"
+    " updated_at = excluded.updated_at"
+)
 _Row = tuple[Any, ...]
 
 
@@ -117,45 +126,16 @@ class DocumentStore:
 
         An upsert numbers every document's new updates (its row lock, taken in id order,
         queues concurrent writers of the same document instead of deadlocking them, and
-        keeps the numbering gapless) and a multi-row insert stores them: on PostgreSQL
-        both in one statement, elsewhere (SQLite 3.35+) in one transaction of a few.
-        Plain SQL: the ORM needs four statements and compiles each query every time.
+        keeps the numbering gapless) and an insert stores them. Plain SQL: the ORM needs
+        four statements and compiles each query every time.
         """
-        doc_ids = sorted(doc_id for doc_id, updates in batch.items() if updates)
-        if not doc_ids:
+        batch = {doc_id: batch[doc_id] for doc_id in sorted(batch) if batch[doc_id]}
+        if not batch:
             return {}
         connection = connections[self.using]
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        counters = [
-            (doc_id, now, now, len(batch[doc_id]), sum(map(len, batch[doc_id])), len(batch[doc_id]))
-            for doc_id in doc_ids
-        ]
-        rows = [
-            (doc_id, len(batch[doc_id]) - 1 - index, update)
-            for doc_id in doc_ids
-            for index, update in enumerate(batch[doc_id])
-        ]
-        if connection.vendor == "postgresql" and len(rows) <= _ROWS_PER_STATEMENT:
-            # The usual batch: a single statement, so a single round trip and no
-            # explicit transaction (a statement is atomic on its own).
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    _append_sql(connection, len(counters), len(rows)),
-                    [*_flatten(counters), *_flatten(rows), now],
-                )
-                return _appended(batch, cursor.fetchall())
-        results: dict[str, Appended] = {}
-        with transaction.atomic(using=self.using), connection.cursor() as cursor:
-            for chunk in _chunks(counters):
-                cursor.execute(_upsert_counters_sql(connection, len(chunk)), _flatten(chunk))
-                results.update(_appended(batch, cursor.fetchall()))
-            numbered = [
-                (doc_id, results[doc_id].last_seq - from_end, update, now)
-                for doc_id, from_end, update in rows
-            ]
-            for chunk in _chunks(numbered):
-                cursor.execute(_insert_updates_sql(connection, len(chunk)), _flatten(chunk))
-        return results
+        if connection.vendor == "postgresql":
+            return _append_postgresql(connection, batch)
+        return _append_portable(connection, batch)
 
     def last_seqs(self, doc_ids: Sequence[str]) -> dict[str, int]:
         """The newest sequence number of each stored document among `doc_ids`."""
@@ -266,32 +246,88 @@ def _upsert_counters_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
     return (
         f"INSERT INTO {table} (id, created_at, updated_at, last_seq, size_bytes, log_count)"
         f" VALUES {_values(6, rows)}"
-        " ON CONFLICT (id) DO UPDATE SET"
-        f" last_seq = {table}.last_seq + excluded.last_seq,"
-        f" size_bytes = {table}.size_bytes + excluded.size_bytes,"
-        f" log_count = {table}.log_count + excluded.log_count,"
-        " updated_at = excluded.updated_at"
+        f" ON CONFLICT (id) DO UPDATE SET {_COUNTERS_UPDATE.format(table=table)}"
         " RETURNING id, last_seq, size_bytes, log_count"
-    )
-
-
-def _append_sql(connection: BaseDatabaseWrapper, documents: int, rows: int) -> str:
-    # Data-modifying CTEs run to completion whether or not the outer query reads them;
-    # each update's seq counts back from its document's new last_seq.
-    updates = connection.ops.quote_name(Update._meta.db_table)
-    return (
-        f"WITH counters AS ({_upsert_counters_sql(connection, documents)}),"
-        f" batch (document_id, from_end, data) AS (VALUES {_values(3, rows)}),"
-        f" stored AS (INSERT INTO {updates} (document_id, seq, data, created_at)"
-        " SELECT batch.document_id, counters.last_seq - batch.from_end, batch.data, %s"
-        " FROM batch JOIN counters ON counters.id = batch.document_id)"
-        " SELECT id, last_seq, size_bytes, log_count FROM counters"
     )
 
 
 def _insert_updates_sql(connection: BaseDatabaseWrapper, rows: int) -> str:
     table = connection.ops.quote_name(Update._meta.db_table)
     return f"INSERT INTO {table} (document_id, seq, data, created_at) VALUES {_values(4, rows)}"
+
+
+def _append_portable(
+    connection: BaseDatabaseWrapper, batch: Mapping[str, Sequence[bytes]]
+) -> dict[str, Appended]:
+    """SQLite (3.35+) and any other backend: a few statements in one transaction."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    counters = [
+        (doc_id, now, now, len(updates), sum(map(len, updates)), len(updates))
+        for doc_id, updates in batch.items()
+    ]
+    results: dict[str, Appended] = {}
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        for chunk in _chunks(counters):
+            cursor.execute(_upsert_counters_sql(connection, len(chunk)), _flatten(chunk))
+            results.update(_appended(batch, cursor.fetchall()))
+        rows = [
+            (doc_id, results[doc_id].first_seq + index, update, now)
+            for doc_id, updates in batch.items()
+            for index, update in enumerate(updates)
+        ]
+        for chunk in _chunks(rows):
+            cursor.execute(_insert_updates_sql(connection, len(chunk)), _flatten(chunk))
+    return results
+
+
+def _append_postgresql(
+    connection: BaseDatabaseWrapper, batch: Mapping[str, Sequence[bytes]]
+) -> dict[str, Appended]:
+    """PostgreSQL: one statement, whatever the batch holds, so one round trip.
+
+    The batch travels as arrays, so the text never changes: psycopg prepares it on the
+    server after a few calls, and binds the updates as binary (Django's cursors quote
+    every parameter into the SQL text, bytes as hex). A statement is atomic on its own.
+    """
+    doc_ids = list(batch)
+    params = {
+        "docs": doc_ids,
+        "counts": [len(batch[doc_id]) for doc_id in doc_ids],
+        "sizes": [sum(map(len, batch[doc_id])) for doc_id in doc_ids],
+        "update_docs": [doc_id for doc_id in doc_ids for _ in batch[doc_id]],
+        "from_end": [len(u) - 1 - i for u in batch.values() for i in range(len(u))],
+        "data": [update for updates in batch.values() for update in updates],
+        "now": timezone.now(),
+    }
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        sql = _append_postgresql_sql(
+            connection.ops.quote_name(Document._meta.db_table),
+            connection.ops.quote_name(Update._meta.db_table),
+        )
+        cursor.execute(sql, params)
+        return _appended(batch, cursor.fetchall())
+
+
+@functools.cache
+def _append_postgresql_sql(documents: str, updates: str) -> str:
+    # Data-modifying CTEs run to completion whether or not the outer query reads them;
+    # each update's seq counts back from its document's new last_seq.
+    return (
+        "WITH counters AS ("
+        f" INSERT INTO {documents} (id, created_at, updated_at, last_seq, size_bytes, log_count)"
+        " SELECT id, %(now)s, %(now)s, count, size, count"
+        " FROM unnest(%(docs)s::text[], %(counts)s::bigint[], %(sizes)s::bigint[])"
+        " AS batch (id, count, size) ORDER BY id"
+        f" ON CONFLICT (id) DO UPDATE SET {_COUNTERS_UPDATE.format(table=documents)}"
+        " RETURNING id, last_seq, size_bytes, log_count),"
+        " stored AS ("
+        f" INSERT INTO {updates} (document_id, seq, data, created_at)"
+        " SELECT batch.id, counters.last_seq - batch.from_end, batch.data, %(now)s"
+        " FROM unnest(%(update_docs)s::text[], %(from_end)s::bigint[], %(data)s::bytea[])"
+        " AS batch (id, from_end, data) JOIN counters ON counters.id = batch.id)"
+        " SELECT id, last_seq, size_bytes, log_count FROM counters"
+    )
 
 
 def _info(doc: Document) -> DocumentInfo:
