@@ -13,8 +13,10 @@ what they care about:
   not converge, the failure says for each missing token whether it is stored and
   whether the writer ever received it, and dumps the writer's document, the frames it
   received and the stored state next to the figures;
-- a monitor notes when each token has reached every writer: `window` reports the
-  median and slowest propagation of the inserts made during a phase of the run;
+- a monitor notes when each token has reached each writer and every writer: `window`
+  reports the median and slowest propagation of the inserts made during a phase of the
+  run, and `pair_delays` the delay from each writer to each other one, grouped by
+  where both were connected (same process, same editor, across editors);
 - `assert_idle`: once every client has left, no editor holds a connection or a room.
 """
 
@@ -281,6 +283,8 @@ class Run:
     figures: dict[str, Any] = field(default_factory=dict)
     # token -> the first time the monitor saw it in every writer
     everywhere_at: dict[str, float] = field(default_factory=dict)
+    # writer -> token -> the first time the monitor saw the token in that writer
+    seen_at: dict[str, dict[str, float]] = field(default_factory=dict)
     windows: list[tuple[str, float, float]] = field(default_factory=list)
     _monitor: asyncio.Task[None] | None = None
 
@@ -302,11 +306,15 @@ class Run:
         return run
 
     async def _watch(self) -> None:
-        """Note when each token has reached every writer (every 50 ms)."""
+        """Note when each token has reached each writer, and every writer (every 50 ms)."""
         while True:
-            common = set.intersection(*(set(writer.tokens()) for writer in self.writers))
+            held = [set(writer.tokens()) for writer in self.writers]
             now = time.monotonic()
-            for token in common.difference(self.everywhere_at):
+            for writer, tokens in zip(self.writers, held, strict=True):
+                seen = self.seen_at.setdefault(writer.name, {})
+                for token in tokens.difference(seen):
+                    seen[token] = now
+            for token in set.intersection(*held).difference(self.everywhere_at):
                 self.everywhere_at[token] = now
             await asyncio.sleep(0.05)
 
@@ -331,6 +339,52 @@ class Run:
             # the slowest insert: when it was made and when it was everywhere,
             # in seconds from the start of the window
             "slowest": [token, round(inserted_at[token] - since, 3), round(slowest, 3)],
+        }
+
+    def pair_delays(self, since: float, until: float) -> dict[str, list[float]]:
+        """Writer-to-writer propagation of the inserts made in [since, until), by placement.
+
+        For each insert made online and each other writer online when it was made, the
+        seconds until that writer held it; one still missing at `until` counts as
+        `until` minus the insert time (a lower bound of its delay), so that a stall
+        cannot hide behind the end of the phase. Pairs are grouped as `same_process`
+        (both straight on one server process), `same_editor` (one editor instance,
+        process not known or different) and `across_editors`.
+        """
+        grouped: dict[str, list[float]] = {
+            "same_process": [],
+            "same_editor": [],
+            "across_editors": [],
+        }
+        for author in self.writers:
+            for token, at in author.inserted_at.items():
+                placed = author.inserted_on.get(token)
+                if not since <= at < until or placed is None:
+                    continue
+                for receiver in self.writers:
+                    there = _placement_at(receiver, at)
+                    if receiver is author or there is None:
+                        continue
+                    if placed[1] and placed[1] == there[1]:
+                        group = "same_process"
+                    elif placed[0] == there[0]:
+                        group = "same_editor"
+                    else:
+                        group = "across_editors"
+                    arrived = self.seen_at.get(receiver.name, {}).get(token, until)
+                    grouped[group].append(max(0.0, min(arrived, until) - at))
+        return grouped
+
+    @staticmethod
+    def summarize(delays: list[float]) -> dict[str, Any]:
+        if not delays:
+            return {"pairs": 0}
+        ordered = sorted(delays)
+        return {
+            "pairs": len(ordered),
+            "median_seconds": round(ordered[len(ordered) // 2], 3),
+            "p99_seconds": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
+            "max_seconds": round(ordered[-1], 3),
         }
 
     def inserted(self) -> set[str]:
@@ -521,6 +575,17 @@ class Run:
                 await self._monitor
         for writer in self.writers:
             await writer.close()
+
+
+def _placement_at(writer: ResilientWriter, at: float) -> tuple[str, str] | None:
+    """(editor, process) serving `writer` at time `at`, or None if it was offline then.
+
+    Known exactly only for a writer connected since before `at` (the case of a phase
+    without disconnects, which is where placements are compared).
+    """
+    if not writer.online or writer.online_since > at:
+        return None
+    return writer.current_upstream, writer.current_process
 
 
 async def affine_editor(

@@ -27,7 +27,9 @@ from tests.faults.harness import (
     start_editors,
     start_gateway,
     wait_for_readiness,
+    wait_gateway_sees,
 )
+from tests.support.processes import EditorInstance
 from tests.support.yclient import YClient, clients_on_distinct_workers, wait_until
 
 OUTAGE_SECONDS = 10.0
@@ -163,3 +165,93 @@ async def test_a_client_joining_during_a_postgres_outage_is_told_to_retry_and_no
         f"(expected a 1013 close or a sync once the database is back); "
         f"after every client left the editor still holds {leaked or 'nothing'}"
     )
+
+
+async def pending_updates(instance: EditorInstance) -> float:
+    """collab_pending_updates of an editor instance (summed over its workers)."""
+    response = await get(f"{instance.base_url}/metrics")
+    for line in response.text.splitlines():
+        if line.startswith("collab_pending_updates "):
+            return float(line.split()[1])
+    raise AssertionError("collab_pending_updates is missing from /metrics")
+
+
+async def test_sigkill_of_an_editor_during_a_postgres_outage_loses_no_insert(
+    editors, gateways, private_postgres, redis_server
+):
+    """An editor dies (SIGKILL) holding updates it accepted while the database was down.
+
+    Those updates were never durable, so they must never have been relayed to anyone
+    (DESIGN, promise 2): the only copies are in their authors' clients. Once the
+    database and the editor are back, the clients reconnect and their SyncStep2 hands
+    the server everything it lacks, those updates included: everyone converges and
+    every insert ends up stored exactly once.
+    """
+    instances = await start_editors(editors, private_postgres.url, redis_server.url)
+    gateway = await start_gateway(gateways, instances)
+    name = "postgres-outage-sigkill"
+    run = await begin_run(name, name, instances, [gateway])
+    try:
+        victim = run.busiest(instances)
+        survivor = next(instance for instance in instances if instance is not victim)
+        on_victim = run.on(victim.base_url)
+        assert on_victim, "no writer on the editor to kill"
+
+        await asyncio.to_thread(private_postgres.stop)
+        stopped_at = time.monotonic()
+        cut = {writer.name: len(writer.inserted) for writer in run.writers}
+        await asyncio.sleep(3.0)  # the victim accepts updates it cannot make durable
+        pending = await pending_updates(victim)
+        leaked = relayed_during_outage(run, cut)
+        assert not leaked, f"updates relayed while the database was down: {leaked}"
+        # Inserts the victim accepted (its writers were online on it) and holds undurable.
+        held_by_victim = {
+            token
+            for writer in on_victim
+            for token in writer.inserted[cut[writer.name] :]
+            if writer.inserted_on.get(token) is not None
+            and writer.inserted_on[token][0] == victim.base_url  # type: ignore[index]
+        }
+        disconnects = run.disconnect_count()
+        killed_at = time.monotonic()
+        victim.kill()  # master and workers at once, with their journals
+
+        # The rest of the outage: the victim's writers cannot get back in (the survivor
+        # cannot confirm a sync), everyone keeps typing, still nothing undurable flows.
+        while time.monotonic() - stopped_at < OUTAGE_SECONDS:
+            leaked = relayed_during_outage(run, cut)
+            assert not leaked, f"updates relayed while the database was down: {leaked}"
+            await asyncio.sleep(0.2)
+        assert run.disconnect_count() > disconnects, "the kill closed no writer"
+        run.figures.update(
+            writers_on_victim=len(on_victim),
+            pending_on_victim_before_kill=pending,
+            inserts_held_undurable_by_victim=len(held_by_victim),
+            killed_after_seconds=round(killed_at - stopped_at, 3),
+            inserted_during_outage=sum(len(w.inserted) - cut[w.name] for w in run.writers),
+            close_codes_seen=sorted({d.code for w in run.writers for d in w.disconnects}, key=str),
+        )
+        assert pending > 0 and held_by_victim, "the victim held nothing undurable when killed"
+
+        await asyncio.to_thread(private_postgres.start)
+        postgres_back_at = time.monotonic()
+        await asyncio.to_thread(victim.start, 60)
+        editor_back_at = time.monotonic()
+        run.figures["editor_restart_seconds"] = round(editor_back_at - postgres_back_at, 3)
+        run.window("postgres_down", stopped_at, postgres_back_at)
+        due = run.checkpoint()
+        took = await run.converge_after(
+            editor_back_at, due, what="PostgreSQL and the killed editor returned"
+        )
+        assert took < CONVERGENCE_BOUND_SECONDS
+        since_postgres = time.monotonic() - postgres_back_at
+        run.record("convergence_after_postgres_seconds", round(since_postgres, 3))
+        for instance in (survivor, victim):
+            await wait_for_readiness(instance, 200, timeout=10, what="restart")
+        await wait_gateway_sees(gateway, 2)
+        await asyncio.sleep(1.0)
+        run.window("after_outage", postgres_back_at, time.monotonic())
+        await run.final_check(instances)
+    finally:
+        await run.close()
+    await assert_idle(instances)

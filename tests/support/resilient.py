@@ -79,6 +79,12 @@ class ResilientWriter(YClient):
         self.failed_attempts = 0
         self.disconnects: list[Disconnect] = []
         self.current_upstream = ""  # base URL of the editor serving the latest connection
+        # The server process (X-Collab-Instance) of the latest connection; only known when
+        # connected straight to an editor (the gateway does not pass the header on).
+        self.current_process = ""
+        # token -> (editor, process) serving the writer when it inserted the token, or
+        # None when it was offline then.
+        self.inserted_on: dict[str, tuple[str, str] | None] = {}
         self._attempt = 0
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
@@ -150,6 +156,9 @@ class ResilientWriter(YClient):
             self.text.insert(self.rng.choice(boundaries), token + ";")
             self.inserted.append(token)
             self.inserted_at[token] = time.monotonic()
+            self.inserted_on[token] = (
+                (self.current_upstream, self.current_process) if self.online else None
+            )
             await asyncio.sleep(self.interval)
 
     async def _connect_forever(self) -> None:
@@ -168,6 +177,7 @@ class ResilientWriter(YClient):
             self.online_since = time.monotonic()
             # The editor serving us: the gateway names it; a direct URL is its own.
             self.current_upstream = self.upstream or "http" + url[2:].split("/ws/", 1)[0]
+            self.current_process = "" if self.upstream else self.instance
             await self.closed.wait()
             self.online = False
             self.disconnects.append(

@@ -140,6 +140,7 @@ async def post_update(request: HttpRequest, doc_id: str) -> JsonResponse:
             raise BadUpdate("the request body must be a binary Yjs update")
         room = await registry.acquire(doc_id)
         try:
+            registry.journal.check_capacity()
             try:
                 change = room.apply_update(update)
             except BadUpdate as error:

@@ -33,6 +33,7 @@ class CollabConfig:
             max_document_bytes=settings.COLLAB_MAX_DOCUMENT_BYTES,
             send_queue_bytes=settings.COLLAB_SEND_QUEUE_BYTES,
             max_connections=settings.COLLAB_MAX_CONNECTIONS_PER_WORKER,
+            max_pending_updates=settings.COLLAB_MAX_PENDING_UPDATES,
             compact_after_updates=settings.COLLAB_COMPACT_AFTER_UPDATES,
             snapshot_history=settings.COLLAB_SNAPSHOT_HISTORY,
             heal_interval_seconds=settings.COLLAB_HEAL_INTERVAL_SECONDS,

@@ -146,14 +146,19 @@ class DocumentConsumer(AsyncConsumer):
             metrics.REFUSED_FRAMES.labels(error.label).inc()
         if isinstance(error, Unauthenticated | Forbidden):
             metrics.AUTH_FAILURES.labels(str(error.http_status)).inc()
-        await self._leave()
+        # Leaving may wait: the last one out of a room unloads it once the journal is
+        # durable, which a database outage delays. The client hears why meanwhile.
+        leaving = asyncio.ensure_future(self._leave())
         reason = error.detail
-        if session is not None:
-            await session.connection.close(error.close_code, reason)
-        else:
-            await self.base_send(
-                {"type": "websocket.close", "code": error.close_code, "reason": reason[:120]}
-            )
+        try:
+            if session is not None:
+                await session.connection.close(error.close_code, reason)
+            else:
+                await self.base_send(
+                    {"type": "websocket.close", "code": error.close_code, "reason": reason[:120]}
+                )
+        finally:
+            await leaving
 
     def _overflowed(self) -> None:
         # Called from inside a fan-out loop: close from a task of its own.

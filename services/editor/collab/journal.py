@@ -63,10 +63,19 @@ class Journal:
         """Updates accepted but not yet durable."""
         return len(self._queue) + self._inflight_count
 
-    def submit(self, item: Pending) -> asyncio.Future[None]:
-        """Queue an update; the future resolves once it is durable and relayed."""
+    def check_capacity(self) -> None:
+        """Raise Unavailable when no more updates may wait for the database.
+
+        Callers check before applying an update to a room: an update the room has but
+        the journal refused would never be stored, yet the room would serve it to
+        joiners, and its author, having it acknowledged by sync, would never resend it.
+        """
         if self.pending >= self.max_pending:
             raise Unavailable("storage is not keeping up; retry shortly")
+
+    def submit(self, item: Pending) -> asyncio.Future[None]:
+        """Queue an update; the future resolves once it is durable and relayed."""
+        self.check_capacity()
         self._queue.append(item)
         metrics.PENDING_UPDATES.inc()
         if self._queue_done is None:

@@ -83,14 +83,16 @@ class RoomRegistry:
     async def acquire(self, doc_id: str) -> Room:
         """The room of `doc_id`, loaded once however many callers arrive together."""
         while True:
+            room = self.rooms.get(doc_id)
+            if room is not None:
+                # Also a room whose unload still waits for the journal (a database
+                # outage can make that long): the unload sees the new holder and stops.
+                room.holders += 1
+                return room
             unloading = self._unloading.get(doc_id)
             if unloading is not None:
                 await asyncio.shield(unloading)
                 continue
-            room = self.rooms.get(doc_id)
-            if room is not None:
-                room.holders += 1
-                return room
             loading = self._loading.get(doc_id)
             if loading is not None:
                 await asyncio.shield(loading)
@@ -150,6 +152,8 @@ class RoomRegistry:
         try:
             # Never unload a room with a save pending: its updates must reach the log.
             await self.journal.barrier()
+            if room.holders > 0:
+                return  # someone joined meanwhile: the room stays
             del self.rooms[room.doc_id]
             metrics.ROOMS.dec()
             room.close()

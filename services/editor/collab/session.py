@@ -100,6 +100,7 @@ class Session:
         self.connection.send(permission_denied_frame("read-only access"))
 
     def _accept_update(self, update: bytes) -> None:
+        self.registry.journal.check_capacity()
         try:
             change = self.room.apply_update(update)
         except BadUpdate as error:

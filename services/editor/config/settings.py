@@ -134,6 +134,9 @@ COLLAB_MAX_FRAME_BYTES = env_int("COLLAB_MAX_FRAME_BYTES", 2 * 1024 * 1024, mini
 COLLAB_MAX_DOCUMENT_BYTES = env_int("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024, minimum=1024)
 COLLAB_MAX_CONNECTIONS_PER_WORKER = env_int("COLLAB_MAX_CONNECTIONS_PER_WORKER", 5000, minimum=1)
 COLLAB_SEND_QUEUE_BYTES = env_int("COLLAB_SEND_QUEUE_BYTES", 8 * 1024 * 1024, minimum=65536)
+# Updates a worker accepts but cannot make durable yet (the database is slow or down);
+# beyond it the sockets whose updates do not fit are closed with 1013.
+COLLAB_MAX_PENDING_UPDATES = env_int("COLLAB_MAX_PENDING_UPDATES", 50_000, minimum=1)
 COLLAB_COMPACT_AFTER_UPDATES = env_int("COLLAB_COMPACT_AFTER_UPDATES", 500, minimum=2)
 COLLAB_SNAPSHOT_HISTORY = env_int("COLLAB_SNAPSHOT_HISTORY", 10, minimum=1)
 COLLAB_HEAL_INTERVAL_SECONDS = env_float("COLLAB_HEAL_INTERVAL_SECONDS", 1.0, minimum=0.05)

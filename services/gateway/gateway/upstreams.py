@@ -64,6 +64,11 @@ class UpstreamPool:
             response = await self._client.get(f"{url}/readyz")
         except httpx.HTTPError:
             return False
+        except Exception:
+            # Whatever fails, it is this probe: the upstream counts as down, and the
+            # loop that probes every upstream must go on.
+            logger.exception("probing %s failed", url)
+            return False
         return response.status_code == 200
 
     def _set_health(self, url: str, ok: bool) -> None:
@@ -79,7 +84,11 @@ class UpstreamPool:
     async def _check_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.health_interval_seconds)
-            await self.check_all()
+            try:
+                await self.check_all()
+            except Exception:
+                # A dead loop would leave every upstream's health frozen for good.
+                logger.exception("health check round failed")
 
     async def resolve(self) -> None:
         """Re-read the upstream addresses from DNS (a Kubernetes headless service)."""
