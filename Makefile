@@ -95,3 +95,12 @@ render-k8s: ## Regenerate deploy/k8s from the Helm chart (commit the result)
 
 bench-gateway: ## Gateway cost vs direct to the editor: latency, CPU per frame (~2.5 min, PostgreSQL; BENCH_ARGS=...)
 	$(BIN)/python -m loadtests.gateway_cost $(BENCH_ARGS)
+
+.PHONY: loadtest loadtest-full
+
+loadtest: ## Every load scenario, short, ours vs the reference y-websocket server side by side (~4 min; LOADTEST_ARGS=...)
+	$(BIN)/python -m loadtests.scenarios --quick $(LOADTEST_ARGS)
+
+loadtest-full: ## The full load scenarios (~15-20 min), JSON + text into loadtests/results/<date>/ (LOADTEST_ARGS=...)
+	set -o pipefail; dir=loadtests/results/$$(date +%F); mkdir -p $$dir; \
+	$(BIN)/python -m loadtests.scenarios --json $$dir/scenarios.json $(LOADTEST_ARGS) 2>&1 | tee $$dir/scenarios.txt

@@ -49,7 +49,10 @@ from loadtests.harness import (
     collapsed_profile_summary,
     convergence_problems,
     fetch_document_text,
+    fmt,
+    fmt_pct,
     fresh_database,
+    markdown_table,
     metric_total,
     pin_current_process,
     postgres_backends,
@@ -369,35 +372,20 @@ def _frames(clients: Sequence[LoadClient]) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def _f(value: float, digits: int = 1) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _pct(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.0%}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A Markdown table (readable as plain text too)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def latency_table(results: Sequence[RunResult]) -> str:
     """Throughput and end-to-end latency, one row per run."""
     header = ["rate/doc", "route", "inserts/s", "delivered/s"]
     header += ["p50 ms", "p95 ms", "p99 ms", "max ms", "converged"]
     rows = [
         [
-            _f(r.rate, 0),
+            fmt(r.rate, 0),
             r.route,
-            _f(r.inserts_per_s, 0),
-            _f(r.delivered_per_s, 0),
-            _f(r.latency_ms.p50, 2),
-            _f(r.latency_ms.p95, 2),
-            _f(r.latency_ms.p99, 2),
-            _f(r.latency_ms.max, 1),
+            fmt(r.inserts_per_s, 0),
+            fmt(r.delivered_per_s, 0),
+            fmt(r.latency_ms.p50, 2),
+            fmt(r.latency_ms.p95, 2),
+            fmt(r.latency_ms.p99, 2),
+            fmt(r.latency_ms.max, 1),
             "ok" if r.ok else "FAIL",
         ]
         for r in results
@@ -415,21 +403,21 @@ def cpu_table(results: Sequence[RunResult]) -> str:
         through = r.route == "gateway"
         rows.append(
             [
-                _f(r.rate, 0),
+                fmt(r.rate, 0),
                 r.route,
-                _pct(r.share("editor")),
-                _f(r.us_per_update("editor"), 0),
-                _pct(r.system_part("editor")),
-                _pct(r.share("gateway")),
-                _f(r.gateway_frames / r.window_s, 0) if through else "-",
-                _f(r.gateway_us_per_frame, 1) if through else "-",
-                _pct(r.system_part("gateway")) if through else "-",
-                _f(r.us_per_update("postgres"), 0),
-                _pct(r.share("generator")),
-                _f(r.generator_lag_p99_ms, 2),
-                _f(r.schedule_late_p99_ms, 2),
-                _pct(r.share("other")),
-                f"{_pct(r.cores.get('cpu0', math.nan))} / {_pct(r.cores.get('cpu1', math.nan))}",
+                fmt_pct(r.share("editor")),
+                fmt(r.us_per_update("editor"), 0),
+                fmt_pct(r.system_part("editor")),
+                fmt_pct(r.share("gateway")),
+                fmt(r.gateway_frames / r.window_s, 0) if through else "-",
+                fmt(r.gateway_us_per_frame, 1) if through else "-",
+                fmt_pct(r.system_part("gateway")) if through else "-",
+                fmt(r.us_per_update("postgres"), 0),
+                fmt_pct(r.share("generator")),
+                fmt(r.generator_lag_p99_ms, 2),
+                fmt(r.schedule_late_p99_ms, 2),
+                fmt_pct(r.share("other")),
+                " / ".join(fmt_pct(r.cores.get(core, math.nan)) for core in ("cpu0", "cpu1")),
             ]
         )
     return markdown_table(header, rows)
@@ -450,13 +438,13 @@ def comparison_table(results: Sequence[RunResult]) -> str:
         gateway_cpu = g.us_per_update("editor") + g.us_per_update("gateway")
         rows.append(
             [
-                _f(rate, 0),
+                fmt(rate, 0),
                 _delta(d.latency_ms.p50, g.latency_ms.p50),
                 _delta(d.latency_ms.p95, g.latency_ms.p95),
                 _delta(d.latency_ms.p99, g.latency_ms.p99),
                 f"{direct_cpu:.0f} → {g.us_per_update('editor'):.0f}",
-                _f(g.us_per_update("gateway"), 0),
-                _f(g.gateway_us_per_frame, 1),
+                fmt(g.us_per_update("gateway"), 0),
+                fmt(g.gateway_us_per_frame, 1),
                 f"{gateway_cpu:.0f} ({gateway_cpu / direct_cpu:.2f})",
             ]
         )

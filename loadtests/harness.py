@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.metadata
 import math
 import os
@@ -58,6 +59,7 @@ from tests.support.processes import EditorInstance, GatewayInstance, PostgresDat
 
 MESSAGE_SYNC = 0
 SYNC_STEP2 = 1
+SYNC_UPDATE = 2
 _STAMP = re.compile(r"<([A-Za-z0-9_.-]+):(\d+):(\d+)>")
 
 
@@ -94,11 +96,13 @@ class Observation:
 class LoadClient:
     """One y-websocket connection holding a pycrdt Doc with a shared Text named "text".
 
-    `insert_stamped()` appends a stamp to the text and sends the update at once (no
-    outbox: the caller's pacing is the send time). Remote frames are applied as they are
-    read; each stamp they insert becomes an `Observation`. Frames and bytes are counted
-    both ways. The client answers SyncStep1 as the y-websocket provider does; awareness
-    frames are counted and ignored.
+    `insert_stamped()` appends a stamp to the text (or prepends it, with `prepend`) and
+    sends the update at once (no outbox: the caller's pacing is the send time);
+    `insert_stamped_batch()` sends several stamps as one update. Remote frames are applied
+    as they are read; each stamp they insert becomes an `Observation` (unless `observe`
+    is off). Frames and bytes are counted both ways, update frames apart. The client
+    answers SyncStep1 as the y-websocket provider does; awareness frames are counted and
+    ignored. `connect_ns` is the connect + sync time.
     """
 
     def __init__(
@@ -108,6 +112,8 @@ class LoadClient:
         *,
         ping_interval: float | None = None,
         open_timeout: float = 10,
+        observe: bool = True,
+        prepend: bool = False,
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", writer):
             raise ValueError(f"writer ids are [A-Za-z0-9_.-]+, not {writer!r}")
@@ -115,14 +121,21 @@ class LoadClient:
         self.writer = writer
         self.ping_interval = ping_interval
         self.open_timeout = open_timeout
+        # yrs finds a text index by walking its blocks, so an append costs time linear in
+        # the number of inserts so far (~0.5 ms after 20,000); an insert at 0 stays ~10 µs.
+        # Long runs prepend to keep the generator's cost flat; the CRDT does not care.
+        self.prepend = prepend
         self.doc: Doc[Any] = Doc()
         self.text = self.doc.get("text", type=Text)
         self.sent: list[Stamp] = []
         self.observations: list[Observation] = []
         self.frames_sent = 0
         self.frames_received = 0
+        self.update_frames = 0  # document updates received (a server's echoes included)
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.started_ns = 0  # when connect() began
+        self.synced_ns = 0  # when the server's SyncStep2 was read
         self.synced = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -133,15 +146,17 @@ class LoadClient:
         self._seq = 0
         self._remote_frame_ns: int | None = None  # set while a remote frame is applied
         self._local_updates: list[bytes] = []
-        self._subscriptions = [
-            self.doc.observe(self._on_transaction),
-            self.text.observe(self._on_text),
-        ]
+        # Without `observe`, remote stamps are not recorded (a late joiner receiving a long
+        # history needs only its length, not an Observation per stamp).
+        self._subscriptions = [self.doc.observe(self._on_transaction)]
+        if observe:
+            self._subscriptions.append(self.text.observe(self._on_text))
 
     # -- connection -------------------------------------------------------------------
 
     async def connect(self, *, timeout: float = 10) -> LoadClient:
         """Open the socket, send SyncStep1 and wait for the server's SyncStep2."""
+        self.started_ns = time.monotonic_ns()
         self._ws = await connect(
             self.url,
             compression=None,
@@ -154,6 +169,11 @@ class LoadClient:
         await self._send(create_sync_message(self.doc))
         await asyncio.wait_for(self.synced.wait(), timeout)
         return self
+
+    @property
+    def connect_ns(self) -> int:
+        """From opening the connection to reading the server's SyncStep2 (0 until then)."""
+        return self.synced_ns - self.started_ns if self.synced_ns else 0
 
     @property
     def response_headers(self) -> Mapping[str, str]:
@@ -176,14 +196,22 @@ class LoadClient:
 
     async def insert_stamped(self, padding: int = 0) -> Stamp:
         """Append a new stamp to the text and send the update; return the stamp."""
-        stamp = Stamp(self.writer, self._seq, time.monotonic_ns())
-        self._seq += 1
-        self.text.insert(len(self.text), stamp.encode(padding))
-        self.sent.append(stamp)
+        return (await self.insert_stamped_batch(1, padding))[0]
+
+    async def insert_stamped_batch(self, count: int, padding: int = 0) -> list[Stamp]:
+        """Add `count` stamps in one transaction and send them as one update."""
+        stamps = []
+        with self.doc.transaction():
+            for _ in range(count):
+                stamp = Stamp(self.writer, self._seq, time.monotonic_ns())
+                self._seq += 1
+                self.text.insert(0 if self.prepend else len(self.text), stamp.encode(padding))
+                stamps.append(stamp)
+        self.sent.extend(stamps)
         updates, self._local_updates = self._local_updates, []
         for update in updates:
             await self._send(create_update_message(update))
-        return stamp
+        return stamps
 
     def stamps_in_text(self) -> list[Stamp]:
         """The stamps the local copy of the document holds, in document order."""
@@ -226,7 +254,10 @@ class LoadClient:
                     reply = handle_sync_message(frame[1:], self.doc)
                 finally:
                     self._remote_frame_ns = None
-                if frame[1] == SYNC_STEP2:
+                if frame[1] == SYNC_UPDATE:
+                    self.update_frames += 1
+                elif frame[1] == SYNC_STEP2 and not self.synced.is_set():
+                    self.synced_ns = now
                     self.synced.set()
                 if reply is not None:
                     await self._send(reply)
@@ -277,6 +308,24 @@ async def run_at_rate(
 def random_phase(rate: float, rng: random.Random | None = None) -> float:
     """A start offset within one period, so that many paced senders do not fire together."""
     return (rng or random).uniform(0, 1.0 / rate)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside a measured window.
+
+    A generator accumulates hundreds of thousands of small objects (observations,
+    deliveries); a full collection walks them all and stalls the event loop for 100 ms
+    or more, which would show as the servers' latency. So: collect first, freeze what
+    survives (it lives until the end of the run), collect nothing inside, re-enable after.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class LoopLagMonitor:
@@ -442,6 +491,22 @@ def tree_pids(roots: Iterable[int], stats: Sequence[ProcStat] | None = None) -> 
             found.add(pid)
             stack.extend(children.get(pid, ()))
     return found
+
+
+def tree_rss_bytes(roots: Iterable[int]) -> int:
+    """Resident memory (VmRSS) of the given processes and their descendants, summed.
+
+    Pages shared after a fork count once per process: compare differences of this figure
+    over time, not its absolute value, when a tree holds forked workers.
+    """
+    total = 0
+    for pid in tree_pids(roots):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+    return total
 
 
 class ProcessTreeCpu:
@@ -628,6 +693,28 @@ def metric_total(samples: Mapping[str, float], name: str) -> float:
 
 
 # --------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (readable as plain text too)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    """A number for a table; "-" for NaN (nothing measured)."""
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def fmt_pct(value: float) -> str:
+    """A fraction as a percentage for a table; "-" for NaN."""
+    return "-" if math.isnan(value) else f"{value:.0%}"
+
+
+# --------------------------------------------------------------------------------------
 # Convergence
 # --------------------------------------------------------------------------------------
 
@@ -682,6 +769,25 @@ def can_pin() -> bool:
 def pin_current_process(cpus: Iterable[int]) -> None:
     """Pin this process (and the threads it starts later) to the given CPUs."""
     os.sched_setaffinity(0, set(cpus))
+
+
+def cpu_list(cpus: str) -> set[int]:
+    """A taskset-style CPU list ("1", "0-1", "0,2") as a set of CPU numbers."""
+    found: set[int] = set()
+    for part in cpus.split(","):
+        low, _, high = part.strip().partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
+
+
+def pin_process_tree(pid: int, cpus: str) -> None:
+    """Pin every thread of a running process and its descendants (one not started by us)."""
+    allowed = cpu_list(cpus)
+    for member in tree_pids([pid]):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in os.listdir(f"/proc/{member}/task"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(int(task), allowed)
 
 
 def _pinned(command: Sequence[str], cpus: str | None) -> list[str]:
@@ -779,7 +885,8 @@ def start_py_spy(
     (uvloop, system calls) shows as the Python frame that called it. `native` unwinds C
     frames too, but pauses the target for every sample. None without py-spy.
     """
-    binary = shutil.which("py-spy")
+    # The bench extra installs it into the virtualenv, which need not be on PATH.
+    binary = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if binary is None:
         return None
     command = [binary, "record", "--pid", str(pid), "--output", str(output), "--format", "raw"]
