@@ -20,6 +20,10 @@ _EMPTY_STATE_VECTOR = b"\x00"
 _EMPTY_UPDATE = b"\x00\x00"
 
 
+# Enough varint bytes for any count a real update carries (and for any that is too big).
+_MAX_COUNT_BYTES = 5
+
+
 class Peer(Protocol):
     """A local connection as a room sees it."""
 
@@ -27,6 +31,23 @@ class Peer(Protocol):
 
     def send(self, frame: bytes) -> None:
         """Queue a frame for the client without waiting."""
+
+
+def _check_client_count(update: bytes) -> None:
+    """Refuse an update whose first varint claims more clients than it has bytes.
+
+    yrs reserves room for that many clients before reading further: four bytes
+    (`ff ff ff 7f`) made it allocate ~512 MB and block the event loop for most of a
+    second before failing. Every client takes at least three bytes, so a count above
+    the update's length can only be a lie.
+    """
+    count = 0
+    for shift, byte in enumerate(update[:_MAX_COUNT_BYTES]):
+        count |= (byte & 0x7F) << (7 * shift)
+        if not byte & 0x80:
+            break
+    if count > len(update):
+        raise BadUpdate("the update claims more clients than it has bytes")
 
 
 def contain_yrs_errors(error: BaseException) -> bool:
@@ -105,6 +126,7 @@ class Room:
             return None
         if limit and self.size_bytes + len(update) > self.max_document_bytes:
             raise TooLarge(f"document would exceed {self.max_document_bytes} bytes")
+        _check_client_count(update)
         self._changes.clear()
         try:
             self.doc.apply_update(update)

@@ -134,7 +134,9 @@ class RelaySession:
                     additional_headers=self._forwarded_headers(),
                     user_agent_header=None,
                     compression=None,
-                    max_size=2 * self.config.max_frame_bytes,
+                    # The editor is trusted, and a SyncStep2 carries a whole document (up
+                    # to COLLAB_MAX_DOCUMENT_BYTES) in one frame: no frame limit this way.
+                    max_size=None,
                     max_queue=16,
                     open_timeout=self.config.dial_timeout_seconds,
                     ping_interval=20,
@@ -271,10 +273,13 @@ class RelaySession:
             async for data in upstream:
                 key = "bytes" if isinstance(data, bytes) else "text"
                 try:
-                    # A client that takes nothing for this long is not coming back.
-                    await asyncio.wait_for(
-                        self.send({"type": "websocket.send", key: data}), timeout
-                    )
+                    # A client that takes nothing for this long is not coming back. Not
+                    # asyncio.wait_for: on Python 3.11 it swallows a cancellation that lands
+                    # as the send completes, and this task, cancelled by _pump when the client
+                    # side ends (a frame over the limit), would then wait for the editor's
+                    # next frame forever, leaving the client neither refused nor closed.
+                    async with asyncio.timeout(timeout):
+                        await self.send({"type": "websocket.send", key: data})
                 except TimeoutError:
                     return _Outcome.CLIENT_STALLED
                 except Exception:  # uvicorn's ClientDisconnected, a reset socket

@@ -37,11 +37,23 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message: Any) -> None:
         await super().send(message)
+        if message["type"] == "websocket.close" and self.close_timer is not None:
+            # uvicorn closes the transport when the client has not answered the close in
+            # time; a close waits for the write buffer to drain, which a client that
+            # never reads never lets happen: abort in that case, close otherwise.
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(self.close_timeout, self._close_or_abort)
         if self.handshake_complete and hasattr(self, "response"):
             # The handshake's request and response (headers and all, a few KB) are kept
             # by uvicorn for the life of the socket but never read again.
             del self.request
             del self.response
+
+    def _close_or_abort(self) -> None:
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def send_now(self, encoded: bytes) -> bool:
         """Write one encoded binary message if the socket is open and writable."""

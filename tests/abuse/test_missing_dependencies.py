@@ -1,0 +1,120 @@
+"""Updates whose dependencies the room does not have (KNOWN BUG: these tests fail).
+
+yrs keeps the structs of such an update inside the Doc, waiting for the missing ones,
+and even a refused update can leave structs behind. The service never sees them: the
+room reports no change, so nothing is stored, relayed or counted against the size cap.
+
+- A refused update (4400) still changes what a joiner of this process gets: the room, the
+  stored document and the peers are no longer the same document.
+- Accepted updates that wait for missing ones cost memory without any limit.
+
+Diagnosis and proposed fix: see tests/fuzz/README.md ("Known bugs").
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pycrdt import Doc, Text
+
+from tests.abuse.editor import only_worker, send_and_close_code, send_frames, start_editor
+from tests.fuzz import stats
+from tests.fuzz.frames import author_update, update_frame, varint
+from tests.fuzz.live import stored_state, text_of, total_rss_bytes
+from tests.support.yclient import YClient, wait_until
+
+
+def refused_update_with_a_waiting_struct() -> bytes:
+    """Client 7 inserts "B" at clock 1 (clock 0 missing), then an item of the author whose
+    parent is a character: yrs refuses the update, yet "B" ends up in the document."""
+    waiting = b"\x04\x01" + varint(4) + b"text" + varint(1) + b"B"
+    broken = b"\x08\x00" + varint(1) + varint(1) + b"\x01\x7d\x01"
+    return (
+        varint(2)
+        + varint(1) + varint(7) + varint(1) + waiting
+        + varint(1) + varint(1) + varint(5) + broken
+        + b"\x00"
+    )  # fmt: skip
+
+
+# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
+@pytest.mark.xfail(
+    strict=True,
+    reason="yrs keeps structs of refused updates pending: tests/fuzz/README.md bug 1",
+)
+async def test_a_refused_update_leaves_nothing_behind_in_the_room(editors, pg_database):
+    editor = start_editor(editors, pg_database)
+    url = f"{editor.ws_url}/waiting"
+    writer = await send_frames(url, [update_frame(author_update())])
+    watcher = await YClient(url).connect()
+    await wait_until(lambda: str(watcher.text) == "hello", what="the watcher to get hello")
+
+    code, _ = await send_and_close_code(url, update_frame(refused_update_with_a_waiting_struct()))
+    assert code == 4400
+    watcher.insert("!")  # a legitimate edit afterwards (joiners then get the room's new state)
+    await watcher.flushed()
+
+    async def stored_text() -> str:
+        return text_of(await stored_state(editor.base_url, "waiting"))
+
+    for _ in range(100):
+        if await stored_text() == "hello!":
+            break
+        await asyncio.sleep(0.05)
+    joiner = await YClient(url).connect()
+    stored = await stored_text()
+    views = {"watcher": str(watcher.text), "joiner": str(joiner.text), "stored": stored}
+    assert set(views.values()) == {"hello!"}, (
+        f"a refused update changed the document for some: {views} (the joiner got the room's "
+        "copy, which holds what yrs integrated before refusing; nothing stored or relayed it)"
+    )
+    for client in (watcher, joiner):
+        await client.close()
+    await writer.close()
+
+
+# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
+@pytest.mark.xfail(
+    strict=True,
+    reason="pending structs escape the size cap: tests/fuzz/README.md bug 1",
+)
+async def test_updates_waiting_for_missing_ones_cannot_grow_memory_without_limit(
+    editors, pg_database
+):
+    editor = start_editor(editors, pg_database, COLLAB_MAX_DOCUMENT_BYTES=str(1024 * 1024))
+    url = f"{editor.ws_url}/hoard"
+    watcher = await YClient(url).connect()
+    worker = {only_worker(editor)}
+    before = total_rss_bytes(worker)
+    ws = await send_frames(url, [])
+    sent = 0
+    closed = None
+    for index in range(40):  # 40 MB of updates, each missing its first struct
+        author: Doc = Doc(client_id=1000 + index)
+        text = author.get("text", type=Text)
+        text.insert(0, "x")
+        gap = author.get_state()
+        text.insert(1, "y" * 1_000_000)
+        try:
+            await ws.send(update_frame(author.get_update(gap)))
+        except Exception:
+            closed = ws.close_code
+            break
+        sent += 1
+    else:
+        try:
+            await ws.send(b"\x00\x00\x01\x00")
+            await ws.recv()
+        except Exception:
+            closed = ws.close_code
+    grown = total_rss_bytes(worker) - before
+    stats.record("abuse: MB held by updates with missing dependencies", grown // 1_000_000)
+    assert closed in (4400, 4413) or grown < 20_000_000, (
+        f"{sent} updates of 1 MB that wait for missing ones were all accepted into a document "
+        f"capped at 1 MB: the worker grew by {grown / 1e6:.0f} MB, nothing was stored "
+        "(the room reports no change) and the socket is still open"
+    )
+    assert not watcher.closed.is_set()
+    await watcher.close()
+    await ws.close()

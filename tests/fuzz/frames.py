@@ -1,0 +1,753 @@
+"""Hostile y-websocket frames for the fuzz tests, and an oracle that is not the service's code.
+
+Everything here is deterministic: the pool of valid updates is built from fixed client
+ids, and frames come from Hypothesis strategies run with `derandomize=True` (or from a
+`random.Random` with a fixed seed). The oracle (`classify`) decides what the service
+must answer to a frame from the protocol's definition and pycrdt alone: it shares no code
+with `collab.codec` or `collab.room`, so a bug there cannot hide behind the same bug here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from pycrdt import (
+    Array,
+    Awareness,
+    Doc,
+    Map,
+    Text,
+    XmlElement,
+    XmlFragment,
+    XmlText,
+    get_update,
+)
+
+CORPUS = Path(__file__).parent / "corpus"
+
+# The limits the fuzzed services run with (small, so that "enormous" stays cheap).
+MAX_FRAME_BYTES = 64 * 1024
+MAX_AWARENESS_BYTES = 64 * 1024  # the service's fixed awareness limit
+MAX_DOCUMENT_BYTES = 256 * 1024
+
+BAD_FRAME = 4400
+TOO_LARGE = 4413
+
+
+# Encoding --------------------------------------------------------------------------------
+
+
+def varint(value: int) -> bytes:
+    """lib0's unsigned varint (7 bits per byte, little end first)."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def read_varint(data: bytes, offset: int, max_bytes: int | None = None) -> tuple[int, int]:
+    """(value, next offset); IndexError past the end, ValueError beyond `max_bytes`."""
+    value = shift = 0
+    index = offset
+    while True:
+        if max_bytes is not None and index - offset >= max_bytes:
+            raise ValueError("varint too long")
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        index += 1
+        if byte < 0x80:
+            return value, index
+
+
+def update_frame(update: bytes) -> bytes:
+    return b"\x00\x02" + varint(len(update)) + update
+
+
+def step1_frame(state_vector: bytes) -> bytes:
+    return b"\x00\x00" + varint(len(state_vector)) + state_vector
+
+
+def step2_frame(update: bytes) -> bytes:
+    return b"\x00\x01" + varint(len(update)) + update
+
+
+def awareness_frame(payload: bytes) -> bytes:
+    return b"\x01" + varint(len(payload)) + payload
+
+
+def awareness_payload(entries: Iterable[tuple[int, int, str]]) -> bytes:
+    items = list(entries)
+    out = bytearray(varint(len(items)))
+    for client_id, clock, state in items:
+        raw = state.encode()
+        out += varint(client_id) + varint(clock) + varint(len(raw)) + raw
+    return bytes(out)
+
+
+# A reference reading of the wire format (y-websocket + the service's documented limits) --
+
+# The service refuses length prefixes longer than this many bytes (README: hostile varints).
+LENGTH_PREFIX_MAX_BYTES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """A frame that is a well-formed y-websocket message: its kind and its payload."""
+
+    kind: str  # "step1" | "step2" | "update" | "awareness" | "query"
+    payload: bytes
+
+
+def read_frame(frame: bytes) -> Framed | None:
+    """The message in `frame`, or None when it is not a y-websocket message the server takes.
+
+    Message and sync types are single bytes (0, 1, 3 and 0/1/2); auth (2) only flows from
+    the server. A payload is a varint length (at most five bytes) followed by exactly
+    that many bytes, ending the frame.
+    """
+    if not frame:
+        return None
+    if frame[0] == 3:
+        return Framed("query", b"") if len(frame) == 1 else None
+    if frame[0] == 0:
+        if len(frame) < 2 or frame[1] > 2:
+            return None
+        kind, offset = ("step1", "step2", "update")[frame[1]], 2
+    elif frame[0] == 1:
+        kind, offset = "awareness", 1
+    else:
+        return None
+    try:
+        length, start = read_varint(frame, offset, LENGTH_PREFIX_MAX_BYTES)
+    except (IndexError, ValueError):
+        return None
+    if start + length != len(frame):
+        return None
+    return Framed(kind, frame[start:])
+
+
+# Document state helpers ----------------------------------------------------------------------
+
+
+def _changes_of(base: bytes, update: bytes) -> list[bytes]:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(base)
+    changes: list[bytes] = []
+    doc.observe(lambda event: changes.append(event.update))
+    doc.apply_update(update)
+    return [change for change in changes if change != b"\x00\x00"]
+
+
+def covers(big: bytes, small: bytes) -> bool:
+    """Whether the document `big` already holds everything in the update `small`."""
+    return not _changes_of(big, small)
+
+
+def same_document(first: bytes, second: bytes) -> bool:
+    """Whether two full-state updates describe the same document (block splits aside)."""
+    if first == second:
+        return True
+    return covers(first, second) and covers(second, first)
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    count, offset = read_varint(state_vector, 0)
+    clocks: dict[int, int] = {}
+    for _ in range(count):
+        client, offset = read_varint(state_vector, offset)
+        clock, offset = read_varint(state_vector, offset)
+        clocks[client] = clock
+    return clocks
+
+
+def leaves_pending(after: Doc[Any], update: bytes) -> bool:
+    """Whether applying `update` left structs or deletions waiting for missing updates.
+
+    yrs keeps such parts inside the Doc (not in its encoded state) and integrates them
+    when the missing updates arrive. `after` is a document the update was applied to:
+    what of the update lies beyond its state vector, or deletes beyond it, is waiting.
+    """
+    have = decode_state_vector(after.get_state())
+    try:
+        rest = get_update(update, after.get_state())
+    except BaseException as error:
+        if not _contained(error):
+            raise
+        return False  # it does not decode: yrs integrated none of it
+    try:
+        structs, offset = read_varint(rest, 0)
+        if structs:
+            return True
+        clients, offset = read_varint(rest, offset)
+        for _ in range(clients):
+            client, offset = read_varint(rest, offset)
+            ranges, offset = read_varint(rest, offset)
+            for _ in range(ranges):
+                clock, offset = read_varint(rest, offset)
+                length, offset = read_varint(rest, offset)
+                if clock + length > have.get(client, 0):
+                    return True
+    except Exception:
+        return True
+    return False
+
+
+# The oracle ----------------------------------------------------------------------------------
+
+_AWARENESS_DECODE_ERRORS = (ValueError, IndexError, RuntimeError, TypeError, KeyError)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the service must do with one frame."""
+
+    code: int | None  # the close code, None when the frame is accepted
+    kind: str  # the message kind, "text", "invalid" or "oversized"
+    pending: bool = False  # an update that leaves parts waiting (see leaves_pending)
+    panic: bool = False  # yrs panicked on it (PanicException): its Doc may be corrupt
+
+
+def classify(frame: bytes | str, *, room_state: bytes, size_bytes: int) -> Verdict:
+    """The verdict for `frame` sent to a room whose full state is `room_state`.
+
+    `size_bytes` is the stored size of the document (what the size cap is measured on).
+    """
+    return Oracle().verdict(frame, room_state=lambda: room_state, size_bytes=size_bytes)
+
+
+class Oracle:
+    """`classify` with a reusable copy of the room: most frames leave it untouched."""
+
+    def __init__(self) -> None:
+        self._scratch: Doc[Any] | None = None
+        self._changed = False
+
+    def forget(self) -> None:
+        """The room changed: the next verdict starts from a new copy."""
+        self._scratch = None
+
+    def verdict(
+        self,
+        frame: bytes | str,
+        *,
+        room_state: Callable[[], bytes],
+        size_bytes: int,
+        gapless: bool = False,
+    ) -> Verdict:
+        """`gapless`: the update is known to start at the room's clocks (a HalfValid), so
+        structs left over after a refusal are ones that failed, not ones that wait."""
+        if isinstance(frame, str):
+            return Verdict(BAD_FRAME, "text")
+        if len(frame) > MAX_FRAME_BYTES:
+            return Verdict(TOO_LARGE, "oversized")
+        framed = read_frame(frame)
+        if framed is None:
+            return Verdict(BAD_FRAME, "invalid")
+        if framed.kind == "query":
+            return Verdict(None, "query")
+        if framed.kind == "step1":
+            try:
+                Doc().get_update(framed.payload)
+            except BaseException as error:
+                if not _contained(error):
+                    raise
+                return Verdict(BAD_FRAME, "step1")
+            return Verdict(None, "step1")
+        if framed.kind == "awareness":
+            if len(framed.payload) > MAX_AWARENESS_BYTES:
+                return Verdict(TOO_LARGE, "awareness")
+            try:
+                Awareness(Doc()).apply_awareness_update(framed.payload, None)
+            except _AWARENESS_DECODE_ERRORS:
+                return Verdict(BAD_FRAME, "awareness")
+            return Verdict(None, "awareness")
+        update = framed.payload
+        if update == b"\x00\x00":
+            return Verdict(None, framed.kind)
+        if size_bytes + len(update) > MAX_DOCUMENT_BYTES:
+            return Verdict(TOO_LARGE, framed.kind)
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = Doc()
+            scratch.apply_update(room_state())
+            scratch.observe(self._note_change)
+        self._changed = False
+        try:
+            scratch.apply_update(update)
+        except BaseException as error:
+            if not _contained(error):
+                raise
+            panic = not isinstance(error, Exception)
+            # A refused update can still leave structs behind, waiting or even visible
+            # (yrs integrates what it can before it fails): that is a known bug too.
+            pending = not panic and not gapless and leaves_pending(scratch, update)
+            if panic or pending or self._changed:
+                self._scratch = None
+            return Verdict(BAD_FRAME, framed.kind, pending=pending, panic=panic)
+        pending = leaves_pending(scratch, update)
+        if pending or self._changed:
+            self._scratch = None
+        return Verdict(None, framed.kind, pending=pending)
+
+    def _note_change(self, event: Any) -> None:
+        if event.update != b"\x00\x00":
+            self._changed = True
+
+
+def _contained(error: BaseException) -> bool:
+    return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
+# Valid updates: a deterministic pool covering every shared type ---------------------------------
+
+
+POOL_FILE = Path(__file__).parent / "data" / "update-pool.bin"
+
+
+@functools.cache
+def update_pool() -> tuple[bytes, ...]:
+    """Valid updates of every kind of shared type, in causal order (tests/fuzz/data/).
+
+    Applied in order they build one document; out of order or mutated they are the
+    raw material of corrupt updates. They are kept as a file: yrs encodes its hash maps
+    in a different order in every process, so building them anew would change the bytes
+    (and every mutation of them) from run to run. `build_update_pool` made the file.
+    """
+    data = POOL_FILE.read_bytes()
+    updates = []
+    offset = 0
+    while offset < len(data):
+        length, offset = read_varint(data, offset)
+        updates.append(data[offset : offset + length])
+        offset += length
+    return tuple(updates)
+
+
+def write_update_pool() -> None:
+    """Regenerate tests/fuzz/data/update-pool.bin (changes every derived frame)."""
+    POOL_FILE.parent.mkdir(exist_ok=True)
+    POOL_FILE.write_bytes(b"".join(varint(len(u)) + u for u in build_update_pool()))
+
+
+def build_update_pool() -> tuple[bytes, ...]:
+    """The updates of update_pool(), built by three writers editing and syncing."""
+    updates: list[bytes] = []
+    rng = random.Random(20240611)
+    writers = [Doc(client_id=client_id) for client_id in (11, 22, 33)]
+    # Each step is recorded as everything its writer has that it had not recorded yet
+    # (its edit, and what syncs brought it): every update then depends only on earlier ones.
+    recorded = {writer.client_id: b"\x00" for writer in writers}
+
+    def sync() -> None:
+        for source in writers:
+            for target in writers:
+                if target is not source:
+                    target.apply_update(source.get_update(target.get_state()))
+
+    for step in range(60):
+        doc = writers[step % len(writers)]
+        text = doc.get("text", type=Text)
+        choice = rng.randrange(8)
+        with doc.transaction():
+            if choice == 0 or len(text) < 3:
+                text.insert(rng.randrange(len(text) + 1), f"w{step}é✓" * rng.randrange(1, 4))
+            elif choice == 1:
+                start = rng.randrange(len(text) - 1)
+                del text[start : start + rng.randrange(1, 3)]
+            elif choice == 2:
+                text.format(0, min(len(text), 3), {"bold": True, "href": f"u{step}"})
+            elif choice == 3:
+                data = doc.get("map", type=Map)
+                data[f"k{step}"] = rng.choice(
+                    [step, step * 1.5, f"v{step}", True, None, [1, "x"], {"n": {"m": step}}]
+                )
+            elif choice == 4:
+                items = doc.get("list", type=Array)
+                items.append(Map({"n": step}) if step % 2 else Text(f"t{step}"))
+            elif choice == 5:
+                fragment = doc.get("xml", type=XmlFragment)
+                fragment.children.append(XmlElement("p", {"class": f"c{step}"}, [XmlText("hi")]))
+            elif choice == 6:
+                text.insert_embed(0, {"image": f"i{step}.png"})
+            else:
+                data = doc.get("map", type=Map)
+                if len(data):
+                    del data[min(data.keys())]
+                else:
+                    data["x"] = 1
+        updates.append(doc.get_update(recorded[doc.client_id]))
+        recorded[doc.client_id] = doc.get_state()
+        if step % 5 == 4:
+            sync()
+    return tuple(_causal_order([update for update in updates if update != b"\x00\x00"]))
+
+
+def _causal_order(updates: list[bytes]) -> list[bytes]:
+    """The updates reordered so that each one applies completely after those before it."""
+    doc: Doc[Any] = Doc()
+    ordered: list[bytes] = []
+    remaining = list(updates)
+    while remaining:
+        for index, update in enumerate(remaining):
+            trial: Doc[Any] = Doc()
+            trial.apply_update(doc.get_update())
+            trial.apply_update(update)
+            if not leaves_pending(trial, update):
+                doc.apply_update(update)
+                ordered.append(remaining.pop(index))
+                break
+        else:
+            raise AssertionError("the update pool has a dependency cycle")
+    return ordered
+
+
+# Half-valid updates: yrs integrates the first struct, then fails on the second -------------
+
+# The author whose text ("hello", client 1, clocks 0-4) half-valid updates refer to.
+AUTHOR_CLIENT = 1
+
+
+@functools.cache
+def author_update() -> bytes:
+    doc: Doc[Any] = Doc(client_id=AUTHOR_CLIENT)
+    doc.get("text", type=Text).insert(0, "hello")
+    return doc.get_update()
+
+
+def half_valid_update(clock: int, char: str, parent_clock: int) -> bytes:
+    """Two structs of the author at `clock`: a valid insert of `char` into the root text,
+    then an item whose parent is one of the author's characters (not a type): yrs keeps
+    the first and refuses the second, so the update is refused with a partial change."""
+    raw = char.encode()
+    first = b"\x04\x01" + varint(4) + b"text" + varint(len(raw)) + raw
+    second = b"\x08\x00" + varint(AUTHOR_CLIENT) + varint(parent_clock) + b"\x01\x7d\x01"
+    return varint(1) + varint(2) + varint(AUTHOR_CLIENT) + varint(clock) + first + second + b"\x00"
+
+
+@dataclass(frozen=True, slots=True)
+class HalfValid:
+    """A half-valid update frame, built against the room's state when it is sent."""
+
+    char: str
+    parent_clock: int
+
+    def frame(self, room_state_vector: bytes) -> bytes:
+        clock = decode_state_vector(room_state_vector).get(AUTHOR_CLIENT, 0)
+        return update_frame(half_valid_update(clock, self.char, self.parent_clock % 5))
+
+
+# Mutations -----------------------------------------------------------------------------------
+
+_INTERESTING = (0x00, 0x01, 0x7F, 0x80, 0xFF, 0x08, 0x04, 0x27, 0x28, 0xC1)
+
+
+def mutate(data: bytes, ops: Iterable[tuple[int, int, int]], donor: bytes = b"") -> bytes:
+    """Apply mutation operations (op, position, value) to `data`.
+
+    Ops: flip a bit, set a byte, insert a byte, delete a byte, truncate, duplicate a
+    span, splice in a span of `donor`, replace a byte with a huge varint.
+    """
+    out = bytearray(data)
+    for op, position, value in ops:
+        if not out:
+            out.append(value & 0xFF)
+            continue
+        at = position % len(out)
+        kind = op % 9
+        if kind == 0:
+            out[at] ^= 1 << (value % 8)
+        elif kind == 1:
+            out[at] = _INTERESTING[value % len(_INTERESTING)]
+        elif kind == 2:
+            out.insert(at, value & 0xFF)
+        elif kind == 3:
+            del out[at]
+        elif kind == 4:
+            del out[max(1, at) :]
+        elif kind == 5:
+            span = out[at : at + 1 + value % 16]
+            out[at:at] = span
+        elif kind == 6 and donor:
+            start = value % len(donor)
+            out[at:at] = donor[start : start + 1 + (value >> 8) % 32]
+        elif kind == 7:
+            out[at : at + 1] = varint((1 << (7 * (1 + value % 9))) - 1)
+        else:
+            out[at] = value & 0xFF
+    return bytes(out)
+
+
+# Hypothesis strategies -----------------------------------------------------------------------
+
+_ops = st.lists(
+    st.tuples(st.integers(0, 8), st.integers(0, 1 << 20), st.integers(0, 1 << 16)),
+    min_size=1,
+    max_size=4,
+)
+
+
+@st.composite
+def corrupt_updates(draw: st.DrawFn) -> bytes:
+    """A valid update with a few mutations (the yrs decoder's input)."""
+    pool = update_pool()
+    base = draw(st.sampled_from(pool))
+    donor = draw(st.sampled_from(pool))
+    return mutate(base, draw(_ops), donor)
+
+
+@st.composite
+def out_of_order_updates(draw: st.DrawFn) -> bytes:
+    """A valid update of the pool, or a merge of a few: often with missing dependencies."""
+    pool = update_pool()
+    return draw(st.sampled_from(pool))
+
+
+_huge_varints = st.sampled_from(
+    [
+        varint(2**32 - 1),
+        varint(2**53),
+        varint(2**63),
+        b"\xff\xff\xff\xff\x0f",
+        b"\x80" * 4 + b"\x10",
+        b"\xff" * 9 + b"\x01",
+        b"\x80" * 64,
+        b"\xff\xff\xff\xff",
+    ]
+)
+
+
+@st.composite
+def framing_abuse(draw: st.DrawFn) -> bytes:
+    """Right message types with wrong lengths: truncated, overlong, huge, off by some."""
+    head = draw(st.sampled_from([b"\x00\x00", b"\x00\x01", b"\x00\x02", b"\x01"]))
+    payload = draw(st.binary(max_size=48))
+    style = draw(st.integers(0, 5))
+    if style == 0:
+        return head + draw(_huge_varints) + payload
+    if style == 1:  # declared length off by a few
+        return head + varint(max(0, len(payload) + draw(st.integers(-3, 3)))) + payload
+    if style == 2:  # truncated varint at the end of the frame
+        return head + draw(st.sampled_from([b"\x80", b"\xff\xff", b"\x80\x80\x80"]))
+    if style == 3:  # redundant (non-minimal) but short varints: still valid lengths
+        return head + bytes([0x80 | (len(payload) & 0x7F), 0x80 | (len(payload) >> 7), 0]) + payload
+    if style == 4:  # two messages in one frame
+        return head + varint(len(payload)) + payload + head + varint(0)
+    return head  # no length at all
+
+
+_unknown_types = st.one_of(
+    st.integers(4, 255).map(lambda kind: bytes([kind])),
+    st.builds(lambda kind, rest: bytes([kind]) + rest, st.integers(4, 255), st.binary(max_size=16)),
+    st.builds(lambda sync, rest: b"\x00" + bytes([sync]) + rest, st.integers(3, 255), st.binary()),
+    st.sampled_from([b"\x02", b"\x02\x00\x00", b"\x02\x00\x05hello", b"\x80\x00", b"\x03\x00"]),
+)
+
+
+@st.composite
+def awareness_payloads(draw: st.DrawFn) -> bytes:
+    """Awareness updates: valid, odd (non-object JSON, huge ids) and broken."""
+    style = draw(st.integers(0, 6))
+    if style == 0:
+        return draw(st.binary(max_size=64))
+    states = st.sampled_from(
+        [
+            '{"user":{"name":"x","color":"#fff"}}',
+            "null",
+            "",
+            "5",
+            '"str"',
+            "[1,2]",
+            "{",
+            '{"a":',
+            "[" * 2000 + "]" * 2000,
+            '{"\\ud800":1}',
+        ]
+    )
+    entries = draw(
+        st.lists(
+            st.tuples(st.integers(0, 2**40), st.integers(0, 2**40), states), min_size=0, max_size=4
+        )
+    )
+    payload = awareness_payload(entries)
+    if style == 1:
+        return payload
+    if style == 2:  # count larger than the entries
+        return varint(len(entries) + draw(st.integers(1, 2**32))) + payload[1:]
+    if style == 3:  # invalid UTF-8 in a state
+        return varint(1) + varint(1) + varint(1) + varint(2) + b"\xc3\x28"
+    if style == 4:  # a state string whose length runs past the end
+        return varint(1) + varint(1) + varint(1) + varint(1000) + b"{}"
+    return mutate(payload, draw(_ops))
+
+
+@functools.cache
+def _prefix_state_vectors() -> tuple[bytes, ...]:
+    doc: Doc[Any] = Doc()
+    vectors = []
+    for update in update_pool():
+        doc.apply_update(update)
+        clocks = sorted(decode_state_vector(doc.get_state()).items())  # a stable byte order
+        vectors.append(varint(len(clocks)) + b"".join(varint(c) + varint(k) for c, k in clocks))
+    return tuple(vectors)
+
+
+@st.composite
+def state_vectors(draw: st.DrawFn) -> bytes:
+    """SyncStep1 payloads: real, mutated, random."""
+    doc_state = Doc(client_id=5).get_state()
+    style = draw(st.integers(0, 3))
+    if style == 0:
+        return draw(st.binary(max_size=24))
+    if style == 1:
+        count = draw(st.integers(0, 3))
+        clocks = draw(st.lists(st.tuples(st.integers(0, 2**53), st.integers(0, 2**53)), max_size=3))
+        out = varint(count)
+        for client, clock in clocks:
+            out += varint(client) + varint(clock)
+        return out
+    if style == 2:
+        return draw(st.sampled_from(_prefix_state_vectors()))
+    return mutate(doc_state, draw(_ops))
+
+
+def frame_strategy() -> st.SearchStrategy[bytes | str]:
+    """Every kind of hostile (and some valid) input, weighted towards the deep paths."""
+    pool = st.sampled_from(update_pool())
+    return st.one_of(
+        st.binary(max_size=96),
+        framing_abuse(),
+        _unknown_types,
+        corrupt_updates().map(update_frame),
+        corrupt_updates().map(update_frame),
+        corrupt_updates().map(update_frame),
+        corrupt_updates().map(step2_frame),
+        out_of_order_updates().map(update_frame),
+        pool.map(update_frame),
+        awareness_payloads().map(awareness_frame),
+        state_vectors().map(step1_frame),
+        st.just(b"\x03"),
+        st.text(max_size=20),
+    )
+
+
+def generate(strategy: st.SearchStrategy[Any], count: int, seed: int = 0) -> list[Any]:
+    """`count` values drawn from `strategy`, the same ones on every run (no database).
+
+    Hypothesis is used here as a deterministic generator for the async harnesses; the
+    pure properties use @given directly (with shrinking).
+    """
+    drawn: list[Any] = []
+
+    @settings(
+        max_examples=count,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.integers(seed, seed), strategy)
+    def collect(_seed: int, value: Any) -> None:
+        drawn.append(value)
+
+    collect()
+    return drawn
+
+
+def enormous_update(rng: random.Random, size: int) -> bytes:
+    """A valid update of about `size` bytes from a new client (a big paste)."""
+    doc: Doc[Any] = Doc(client_id=rng.randrange(1_000, 2**31))
+    doc.get("text", type=Text).insert(0, "z" * size)
+    return doc.get_update()
+
+
+def seeded_frames(seed: int, count: int) -> list[bytes | HalfValid]:
+    """Cheap bulk frames from a seeded PRNG, mostly mutated valid updates.
+
+    Also: valid updates of the pool (in and out of order), mutated whole frames, random
+    bytes, and now and then a valid but enormous update (near or above the frame limit)
+    so that documents reach their size cap.
+    """
+    rng = random.Random(seed)
+    pool = update_pool()
+    frames: list[bytes | HalfValid] = []
+    for _ in range(count):
+        base = rng.choice(pool)
+        ops = [
+            (rng.randrange(9), rng.randrange(1 << 20), rng.randrange(1 << 16))
+            for _ in range(rng.randrange(1, 4))
+        ]
+        roll = rng.random()
+        if roll < 0.62:
+            frames.append(update_frame(mutate(base, ops, rng.choice(pool))))
+        elif roll < 0.67:
+            frames.append(step2_frame(mutate(base, ops, rng.choice(pool))))
+        elif roll < 0.80:
+            frames.append(mutate(update_frame(base), ops))
+        elif roll < 0.86:
+            frames.append(update_frame(base))
+        elif roll < 0.985:
+            frames.append(rng.randbytes(rng.randrange(0, 40)))
+        elif roll < 0.995:
+            frames.append(HalfValid(rng.choice("!é✓z"), rng.randrange(5)))
+        else:
+            size = rng.choice([30_000, 50_000, MAX_FRAME_BYTES - 10, MAX_FRAME_BYTES + 100])
+            frames.append(update_frame(enormous_update(rng, size)))
+    return frames
+
+
+# Yjs updates whose header claims this many clients (or more) make yrs reserve memory for
+# all of them before reading further: up to ~0.8 s and ~500 MB for a 4-byte update (a known bug,
+# tests/abuse/test_expensive_updates.py). The bulk fuzz leaves them to that test.
+EXPENSIVE_CLIENT_COUNT = 1 << 14
+
+
+def claims_many_clients(frame: bytes | str) -> bool:
+    """Whether `frame` carries a Yjs update whose first varint is a huge client count."""
+    if isinstance(frame, str):
+        return False
+    framed = read_frame(frame)
+    if framed is None or framed.kind not in ("update", "step2") or not framed.payload:
+        return False
+    try:
+        count, _ = read_varint(framed.payload, 0)
+    except IndexError:
+        return False
+    return count >= EXPENSIVE_CLIENT_COUNT
+
+
+# Nasty inputs kept as files --------------------------------------------------------------------
+
+
+def corpus_inputs() -> list[tuple[str, bytes | str]]:
+    """Every file of the regression corpus: binary frames, or text frames (`*.txt`)."""
+    inputs: list[tuple[str, bytes | str]] = []
+    for path in sorted(CORPUS.iterdir()):
+        if path.suffix == ".txt":
+            inputs.append((path.name, path.read_text()))
+        elif path.suffix == ".bin":
+            inputs.append((path.name, path.read_bytes()))
+    return inputs
+
+
+def strict_json(text: str) -> Any:
+    """json.loads that refuses NaN and Infinity, which JavaScript's JSON.parse rejects."""
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)

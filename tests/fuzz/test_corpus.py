@@ -1,0 +1,111 @@
+"""The regression corpus (tests/fuzz/corpus/): every input, on every run, in process and over
+a real socket.
+
+The corpus holds the nastiest representative inputs (overlong and truncated varints, huge
+length prefixes and counts, truncated and half-valid updates, odd awareness states, text)
+and every input the fuzz found that broke something (yrs panics, the 4-byte update that
+costs a worker half a gigabyte). One file per input: `.bin` is a binary frame, `.txt` a
+text frame. A property failure of the fuzz saves its input in test-artifacts/fuzz-findings/
+for this folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pycrdt import Doc
+
+from tests.fuzz import stats
+from tests.fuzz.frames import (
+    author_update,
+    classify,
+    corpus_inputs,
+    update_frame,
+    update_pool,
+)
+from tests.fuzz.live import close_code_after, raw_socket, stored_state, worker_pids
+from tests.fuzz.test_room_fuzz import RoomCampaign
+from tests.support.processes import EditorInstance
+from tests.support.yclient import YClient
+
+INPUTS = corpus_inputs()
+DOCUMENT = (author_update(), *update_pool())
+
+
+def test_the_corpus_holds_the_representative_inputs():
+    names = {name for name, _ in INPUTS}
+    assert len(INPUTS) >= 25
+    for expected in ("overlong-varint-length.bin", "huge-length-prefix.bin", "text-frame.txt"):
+        assert expected in names
+
+
+@pytest.mark.parametrize(("name", "frame"), INPUTS, ids=[name for name, _ in INPUTS])
+@pytest.mark.parametrize("preload", [0, len(update_pool())], ids=["empty", "full"])
+def test_corpus_input_in_process(name, frame, preload):
+    campaign = RoomCampaign()
+    campaign.room([frame], preload=preload)
+    stats.record("corpus inputs replayed in process", 1)
+    assert not campaign.mismatches, campaign.mismatches
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_corpus_over_a_real_socket(editors, pg_database):
+    editor = EditorInstance(
+        "corpus-editor",
+        database_url=pg_database.url,
+        redis_url=None,
+        workers=1,
+        extra_env={"COLLAB_LOG_LEVEL": "WARNING"},
+    )
+    editors.append(editor)
+    editor.start()
+    pids = worker_pids(editor)
+    watcher = await YClient(f"{editor.ws_url}/corpus-watch").connect()
+    mismatches = []
+    for index, (name, frame) in enumerate(INPUTS):
+        doc_id = f"corpus-{index}"
+        writer = await raw_socket(f"{editor.ws_url}/{doc_id}")
+        for update in DOCUMENT:
+            await writer.send(update_frame(update))
+        state = _state_of(DOCUMENT)
+        expected = classify(frame, room_state=state, size_bytes=len(state)).code
+        ws = await raw_socket(f"{editor.ws_url}/{doc_id}")
+        await ws.send(frame)
+        if expected is None:
+            code = await _still_answering(ws)
+            await ws.close()
+        else:
+            code = await close_code_after(ws)
+        if code != expected:
+            mismatches.append(f"{name}: {code}, expected {expected}")
+        await writer.close()
+        await stored_state(editor.base_url, doc_id)  # still served, and it still decodes
+        stats.record("corpus inputs replayed over a socket", 1)
+    watcher.insert("after the corpus;")
+    fresh = await YClient(f"{editor.ws_url}/corpus-watch").connect()
+    assert str(fresh.text) == "after the corpus;"
+    assert not mismatches, mismatches
+    assert worker_pids(editor) == pids, "the editor worker died on a corpus input"
+    for client in (watcher, fresh):
+        await client.close()
+
+
+async def _still_answering(ws: Any) -> int | None:
+    """None when the socket answers a SyncStep1 with a SyncStep2, else its close code."""
+    try:
+        await ws.send(b"\x00\x00\x01\x00")
+        while True:
+            reply = await asyncio.wait_for(ws.recv(), 10)
+            if isinstance(reply, bytes) and reply[:2] == b"\x00\x01":
+                return None
+    except Exception:
+        return ws.close_code if ws.close_code is not None else -1
+
+
+def _state_of(updates: Any) -> bytes:
+    doc: Doc[Any] = Doc()
+    for update in updates:
+        doc.apply_update(update)
+    return doc.get_update()
