@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.fuzz import stats
 from tests.support.processes import (
     EditorInstance,
     GatewayInstance,
@@ -46,3 +48,14 @@ def gateways() -> Iterator[list[GatewayInstance]]:
     yield started
     for instance in started:
         instance.kill()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how many frames the fuzz tests tried and what the abuse tests opened."""
+    if not stats.COUNTS or stats.PRINTED:
+        return
+    stats.PRINTED = True
+    terminalreporter.section("fuzz and abuse counts")
+    for line in stats.summary_lines():
+        terminalreporter.write_line(line)
+    stats.write_json()
