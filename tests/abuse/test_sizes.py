@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from pycrdt import Doc, Text
 
 from tests.abuse.editor import only_worker, send_frames, start_editor
@@ -188,11 +187,6 @@ def never_reading_socket(port: int, path: str) -> socket.socket:
     return sock
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True,
-    reason="a never-reading client is not dropped at the editor: tests/fuzz/README.md bug 5",
-)
 async def test_a_client_that_never_reads_is_dropped_and_the_editor_memory_stays_bounded(
     editors, pg_database
 ):

@@ -225,14 +225,14 @@ async def test_bulk_mutated_frames_close_only_their_connection_with_the_right_co
     caplog.set_level(logging.WARNING, logger="collab")  # one INFO line per refusal otherwise
     first, second = workers
     campaign = Campaign(first, second, "bulk")
-    frames = seeded_frames(seed=1, count=int(34_000 * SCALE))
+    frames = seeded_frames(seed=1, count=int(22_000 * SCALE))
     await campaign.run(frames)
     stats.record("in-process frames (seeded mutations)", campaign.sent)
     print(campaign.report())
     assert not campaign.mismatches, "\n".join(campaign.mismatches[:20])
-    assert campaign.sent >= 28_000 * SCALE, campaign.report()
+    assert campaign.sent >= 18_000 * SCALE, campaign.report()
     # The run must reach every outcome, or the oracle and the generator have drifted.
-    assert campaign.refused.get(4400, 0) > 20_000 * SCALE and campaign.refused.get(4413, 0) > 0
+    assert campaign.refused.get(4400, 0) > 13_000 * SCALE and campaign.refused.get(4413, 0) > 0
     assert campaign.partial > 0
 
 
