@@ -21,8 +21,9 @@ import websockets
 
 from tests.abuse.editor import round_trip, start_editor
 from tests.fuzz import stats
-from tests.fuzz.live import raw_socket, upgrade_request
+from tests.fuzz.live import raw_socket
 from tests.support.processes import GatewayInstance
+from tests.support.rawws import upgrade_request
 from tests.support.yclient import YClient, wait_until
 
 

@@ -10,7 +10,6 @@ tests/fuzz/README.md ("Known bugs"). Through the gateway it is dropped (tests/e2
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -25,10 +24,10 @@ from tests.fuzz.live import (
     stored_state,
     text_of,
     total_rss_bytes,
-    upgrade_request,
     wait_closed,
 )
 from tests.support.processes import GatewayInstance
+from tests.support.rawws import never_reading_websocket
 from tests.support.yclient import YClient, wait_until
 
 DOCUMENT_CAP = 256 * 1024
@@ -173,20 +172,6 @@ async def test_oversized_update_bodies_get_413_with_a_json_message_and_change_no
         await client.close()
 
 
-def never_reading_socket(port: int, path: str) -> socket.socket:
-    """A WebSocket opened by hand with a small receive buffer and never read again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(upgrade_request(port, path))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 async def test_a_client_that_never_reads_is_dropped_and_the_editor_memory_stays_bounded(
     editors, pg_database
 ):
@@ -194,7 +179,7 @@ async def test_a_client_that_never_reads_is_dropped_and_the_editor_memory_stays_
     url = f"{editor.ws_url}/unread"
     writer = await YClient(url).connect()
     reader = await YClient(url).connect()
-    stuck = never_reading_socket(editor.port, "/ws/docs/unread")
+    stuck = never_reading_websocket(editor.port, "/ws/docs/unread")
     worker = {only_worker(editor)}
     before = peak = total_rss_bytes(worker)
     chunk = 300_000

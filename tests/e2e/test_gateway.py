@@ -4,11 +4,9 @@ drain and HTTP, over real sockets only."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import functools
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +25,7 @@ from tests.support.processes import (
     PostgresDatabase,
     RedisServer,
 )
+from tests.support.rawws import never_reading_websocket, upgrade_request
 from tests.support.yclient import YClient, wait_until
 
 GOOD_ORIGIN = "https://good.example"
@@ -125,30 +124,6 @@ async def close_of(
         except websockets.ConnectionClosed:
             pass
         return ws.close_code, ws.close_reason or ""
-
-
-def upgrade_request(port: int, path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def never_reading_websocket(port: int, path: str) -> socket.socket:
-    """A WebSocket opened by hand on a socket with a small receive buffer, never read again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(upgrade_request(port, path))
-    head = b""
-    while b"\r\n\r\n" not in head:
-        byte = sock.recv(1)
-        assert byte, "the gateway closed during the handshake"
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
 
 
 async def flood(writer: YClient, *, rounds: int, chunk: int) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 import time
 from pathlib import Path
@@ -84,14 +82,6 @@ def text_of(update: bytes) -> str:
     doc: Doc[Any] = Doc()
     doc.apply_update(update)
     return str(doc.get("text", type=Text))
-
-
-def upgrade_request(port: int, path: str) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
 
 
 def server_holds(sock: socket.socket) -> bool:
