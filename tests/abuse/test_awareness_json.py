@@ -1,17 +1,15 @@
-"""Presence that is not JSON for a browser (KNOWN BUG: this test fails).
+"""Presence that is not JSON for a browser is refused, never relayed.
 
 Awareness states are JSON text. pycrdt decodes them with Python's json module, which
-accepts NaN and Infinity; the room keeps the state and relays it, and re-encodes it in
-the snapshot every joiner receives. JavaScript's JSON.parse rejects those tokens: the
-y-protocols awareness decoder of every browser peer throws on the message, and the
-states after it in a snapshot are lost, for as long as the sender stays connected.
-(Checked with the project's own yjs/y-protocols under Node: "SyntaxError: Unexpected
-token 'N'".) Diagnosis and proposed fix: tests/fuzz/README.md ("Known bugs").
+accepts NaN and Infinity; JavaScript's JSON.parse rejects those tokens, so the
+y-protocols awareness decoder of every browser peer would throw on the message, and
+the states after it in a snapshot would be lost. (Checked with the project's own
+yjs/y-protocols under Node: "SyntaxError: Unexpected token 'N'".) The room refuses
+such a state with 4400 before anything else sees it.
 """
 
 from __future__ import annotations
 
-import pytest
 from pycrdt import Decoder
 
 from tests.abuse.editor import start_editor
@@ -30,11 +28,6 @@ def states_in(frame: bytes) -> list[str]:
     return states
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True,
-    reason="presence JSON with NaN/Infinity is relayed: tests/fuzz/README.md bug 4",
-)
 async def test_presence_a_browser_cannot_parse_is_refused_or_never_relayed(editors, pg_database):
     editor = start_editor(editors, pg_database)
     url = f"{editor.ws_url}/presence"

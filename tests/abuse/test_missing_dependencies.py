@@ -1,21 +1,20 @@
-"""Updates whose dependencies the room does not have (KNOWN BUG: these tests fail).
+"""Updates whose dependencies the room does not have, straight at an editor.
 
 yrs keeps the structs of such an update inside the Doc, waiting for the missing ones,
-and even a refused update can leave structs behind. The service never sees them: the
-room reports no change, so nothing is stored, relayed or counted against the size cap.
+and even a refused update can leave structs behind; nothing reports them. The editor
+therefore refuses a client's update that yrs does not take in whole (4400), stores and
+relays the part that applied, and reloads the room from the store before anyone reads
+it again. These tests show what a client sees:
 
-- A refused update (4400) still changes what a joiner of this process gets: the room, the
-  stored document and the peers are no longer the same document.
-- Accepted updates that wait for missing ones cost memory without any limit.
-
-Diagnosis and proposed fix: see tests/fuzz/README.md ("Known bugs").
+- a refused update changes nothing for anyone: watchers, joiners and the store agree;
+- updates that would wait for missing ones are refused at once, so they cannot hoard
+  memory past the size cap.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-import pytest
 from pycrdt import Doc, Text
 
 from tests.abuse.editor import only_worker, send_and_close_code, send_frames, start_editor
@@ -38,11 +37,6 @@ def refused_update_with_a_waiting_struct() -> bytes:
     )  # fmt: skip
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True,
-    reason="yrs keeps structs of refused updates pending: tests/fuzz/README.md bug 1",
-)
 async def test_a_refused_update_leaves_nothing_behind_in_the_room(editors, pg_database):
     editor = start_editor(editors, pg_database)
     url = f"{editor.ws_url}/waiting"
@@ -74,11 +68,6 @@ async def test_a_refused_update_leaves_nothing_behind_in_the_room(editors, pg_da
     await writer.close()
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True,
-    reason="pending structs escape the size cap: tests/fuzz/README.md bug 1",
-)
 async def test_updates_waiting_for_missing_ones_cannot_grow_memory_without_limit(
     editors, pg_database
 ):

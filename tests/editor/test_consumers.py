@@ -314,3 +314,77 @@ async def test_worker_at_its_connection_limit_refuses_with_1013(redis_server):
             await peer.close()
     finally:
         await registry.stop()
+
+
+async def test_a_connection_over_its_message_rate_is_closed_with_4429_and_its_peers_go_on(
+    redis_server,
+):
+    registry = make_registry(redis_server, rate_per_second=0.1, rate_burst=5)  # no refill here
+    await registry.start()
+    try:
+        peer = await Peer(application(registry), "rated").connect()
+        # Two frames of the burst of five: its SyncStep1, and SyncStep2 answering the server's.
+        flooder = await Peer(application(registry), "rated").connect()
+        for _ in range(3):  # the rest of the burst: accepted
+            await flooder.send_raw(b"\x03")
+        await flooder.drain(0.2)
+        assert flooder.close_code is None
+        await flooder.send_raw(b"\x03")
+        await flooder.pump_until(lambda: flooder.close_code is not None)
+        assert flooder.close_code == 4429
+
+        peer.text.insert(0, "still here")
+        await peer.push()
+        other = await Peer(application(registry), "rated").connect()
+        await other.pump_until(lambda: str(other.text) == "still here")
+        for client in (peer, other):
+            await client.close()
+    finally:
+        await registry.stop()
+
+
+async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_the_room(
+    two_processes,
+):
+    from collab import metrics
+    from pycrdt import Doc, Text
+
+    from tests.abuse.test_missing_dependencies import refused_update_with_a_waiting_struct
+
+    first, second = two_processes
+    author = Doc(client_id=1)
+    author.get("text", type=Text).insert(0, "hello")
+    good = await Peer(application(first), "rebuilt").connect()
+    remote = await Peer(application(second), "rebuilt").connect()
+    good.doc.apply_update(author.get_update())
+    await good.push()
+    await remote.pump_until(lambda: str(remote.text) == "hello")
+    room = first.rooms["rebuilt"]
+    damaged_doc = room.doc
+    rebuilds = metrics.ROOM_REBUILDS._value.get()
+
+    bad = await Peer(application(first), "rebuilt").connect()
+    await bad.send_raw(create_update_message(refused_update_with_a_waiting_struct()))
+    await bad.pump_until(lambda: bad.close_code is not None)
+    # Edits on both processes while the room is being reloaded: the local one waits for
+    # the new Doc, the remote one's event waits in the buffer; neither may be lost.
+    good.text.insert(0, "<")
+    remote.text += ">"
+    await good.push()
+    await remote.push()
+    await first.settled(room)
+
+    assert bad.close_code == 4400
+    assert room.doc is not damaged_doc and not room.damaged
+    assert metrics.ROOM_REBUILDS._value.get() == rebuilds + 1
+    for peer in (good, remote):
+        await peer.pump_until(lambda peer=peer: str(peer.text) == "<hello>")
+    joiner = await Peer(application(first), "rebuilt").connect()
+    await joiner.pump_until(lambda: str(joiner.text) == "<hello>")
+    tail = await AsyncStore(DocumentStore(using="postgres")).read_since("rebuilt", 0)
+    stored = Doc()
+    stored.apply_update(tail.update)
+    assert str(stored.get("text", type=Text)) == "<hello>"  # no "B" anywhere
+    assert str(room.doc.get("text", type=Text)) == "<hello>"
+    for peer in (good, remote, joiner):
+        await peer.close()

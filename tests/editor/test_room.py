@@ -6,7 +6,7 @@ import pytest
 from collab.codec import AwarenessUpdate, SyncStep1, SyncStep2, parse
 from collab.errors import BadFrame, BadUpdate, TooLarge
 from collab.room import Room, SeqTracker
-from pycrdt import Awareness, Doc, Text
+from pycrdt import Awareness, Doc, Encoder, Text, merge_updates
 
 EMPTY_UPDATE = b"\x00\x00"
 EMPTY_STATE_VECTOR = b"\x00"
@@ -141,42 +141,145 @@ def test_change_of_an_update_overlapping_known_content_holds_only_the_new_part()
     assert text_of(change) == ""
 
 
-def test_update_with_missing_dependency_is_held_back():
+# Durable updates (from_client=False) come from the log or from other processes, whose
+# messages can cross: one may arrive before the update it depends on, which is on its way.
+
+
+def test_durable_update_with_missing_dependency_is_held_back():
     editor = Editor(client_id=1)
     editor.type("hello")
     second = editor.type(" world")
     room = make_room()
 
-    assert room.apply_update(second) is None
+    assert room.apply_update(second, from_client=False) is None
     assert room_text(room) == ""
+    assert not room.damaged
 
 
-def test_update_with_missing_dependency_is_released_with_its_dependency():
+def test_durable_update_with_missing_dependency_is_released_with_its_dependency():
     editor = Editor(client_id=1)
     first = editor.type("hello")
     second = editor.type(" world")
     room = make_room()
-    assert room.apply_update(second) is None
+    assert room.apply_update(second, from_client=False) is None
 
-    change = room.apply_update(first)
+    change = room.apply_update(first, from_client=False)
 
     assert change is not None
     assert text_of(change) == "hello world"
     assert room_text(room) == "hello world"
 
 
-def test_deletion_with_missing_dependency_is_released_with_its_dependency():
+def test_durable_deletion_with_missing_dependency_is_released_with_its_dependency():
     editor = Editor(client_id=1)
     insertion = editor.type("hello")
     deletion = editor.delete(0, 2)
     room = make_room()
-    assert room.apply_update(deletion) is None
+    assert room.apply_update(deletion, from_client=False) is None
 
-    change = room.apply_update(insertion)
+    change = room.apply_update(insertion, from_client=False)
 
     assert change is not None
     assert text_of(change) == "llo"
     assert room_text(room) == "llo"
+
+
+# A client's update must apply whole: what yrs keeps waiting inside the Doc is neither
+# stored nor relayed, escapes the size limit, and may surface later.
+
+
+def test_client_update_with_missing_dependency_is_refused_and_damages_the_room():
+    editor = Editor(client_id=1)
+    editor.type("hello")
+    second = editor.type(" world")
+    room = make_room()
+
+    with pytest.raises(BadUpdate, match="depends on changes") as refused:
+        room.apply_update(second)
+
+    assert refused.value.partial is None
+    assert room.damaged
+
+
+def test_client_deletion_of_items_the_room_lacks_is_refused_and_damages_the_room():
+    editor = Editor(client_id=1)
+    editor.type("hello")
+    deletion = editor.delete(0, 2)
+    room = make_room()
+
+    with pytest.raises(BadUpdate, match="depends on changes"):
+        room.apply_update(deletion)
+
+    assert room.damaged
+
+
+def test_client_update_that_only_partly_waits_reports_the_part_that_applied():
+    alice, bob = Editor(client_id=1), Editor(client_id=2)
+    alice.type("hello")
+    late = alice.type("!")  # depends on "hello", which the room never gets
+    merged = merge_updates(bob.type("bob"), late)
+    room = make_room()
+
+    with pytest.raises(BadUpdate) as refused:
+        room.apply_update(merged)
+
+    assert refused.value.partial is not None
+    assert text_of(refused.value.partial) == "bob"
+    assert room.damaged
+
+
+def test_client_deletion_of_known_items_and_repeated_updates_do_not_damage_the_room():
+    editor = Editor(client_id=1)
+    insertion = editor.type("hello")
+    room = make_room()
+    room.apply_update(insertion)
+
+    room.apply_update(editor.delete(0, 2))
+    room.apply_update(insertion)
+
+    assert room_text(room) == "llo"
+    assert not room.damaged
+
+
+def test_replace_doc_drops_what_waited_and_keeps_peers_presence_and_client_id():
+    editor = Editor(client_id=1)
+    first = editor.type("hello")
+    second = editor.type(" world")
+    room = make_room()
+    peer = FakePeer()
+    room.add_peer(peer)
+    presence = Awareness(Doc(client_id=11))
+    presence.set_local_state({"name": "ada"})
+    room.apply_awareness(presence.encode_awareness_update([11]), peer)
+    client_id = room.doc.client_id
+    with pytest.raises(BadUpdate):
+        room.apply_update(second)
+
+    room.replace_doc(None)
+    change = room.apply_update(first)
+
+    assert not room.damaged
+    assert change is not None and text_of(change) == "hello"
+    assert room_text(room) == "hello"  # without the fix, " world" comes out of hiding
+    assert room.peers == {peer} and 11 in room.awareness.states
+    assert room.doc.client_id == client_id
+
+
+def test_replace_doc_starts_from_the_stored_document_and_observes_the_new_doc():
+    editor = Editor(client_id=1)
+    stored = editor.type("hello")
+    room = make_room()
+    room.apply_update(editor.type("?"), from_client=False)  # held back: clock 5 missing
+    full_frame = room.sync_step2(EMPTY_STATE_VECTOR)
+
+    room.replace_doc(stored)
+
+    assert room_text(room) == "hello"
+    assert room.sync_step2(EMPTY_STATE_VECTOR) != full_frame
+    other = Editor(client_id=2)
+    other.doc.apply_update(stored)
+    change = room.apply_update(other.type("!"))
+    assert change is not None and text_of(stored, change) == "hello!"
 
 
 def test_peer_receiving_only_the_returned_changes_converges_with_the_room():
@@ -187,7 +290,8 @@ def test_peer_receiving_only_the_returned_changes_converges_with_the_room():
     a2 = alice.type(" alice")
     a3 = alice.delete(0, 1)
     room = make_room()
-    changes = [room.apply_update(update) for update in [a3, b1, a2, a1, a1, b1]]
+    updates = [a3, b1, a2, a1, a1, b1]
+    changes = [room.apply_update(update, from_client=False) for update in updates]
 
     assert [change is None for change in changes] == [True, True, True, False, True, True]
     observer = Doc()
@@ -294,7 +398,7 @@ def test_parked_part_of_a_refused_update_is_released_later_like_any_parked_struc
     assert first is not None
     released.apply_update(first)
     with pytest.raises(BadUpdate) as refused:
-        room.apply_update(_PARKED_THEN_REFUSED_UPDATE)
+        room.apply_update(_PARKED_THEN_REFUSED_UPDATE, from_client=False)
     assert refused.value.partial is None  # parked, not integrated yet
 
     for update in (editor.type("!"), editor.type("?")):
@@ -356,7 +460,7 @@ def test_limit_false_bypasses_the_size_limit():
     room = make_room(max_document_bytes=1)
     room.size_bytes = 10_000
 
-    change = room.apply_update(update, limit=False)
+    change = room.apply_update(update, from_client=False)
 
     assert change is not None
     assert room_text(room) == "x" * 100
@@ -450,10 +554,10 @@ def test_full_state_frame_is_invalidated_when_a_held_update_is_released():
     first = editor.type("hello")
     second = editor.type(" world")
     room = make_room()
-    room.apply_update(second)
+    room.apply_update(second, from_client=False)
     assert parse(room.sync_step2(EMPTY_STATE_VECTOR)) == SyncStep2(EMPTY_UPDATE)
 
-    room.apply_update(first)
+    room.apply_update(first, from_client=False)
     message = parse(room.sync_step2(EMPTY_STATE_VECTOR))
 
     assert isinstance(message, SyncStep2)
@@ -579,6 +683,44 @@ def test_awareness_update_that_does_not_decode_raises_bad_frame(payload):
 
     with pytest.raises(BadFrame):
         room.apply_awareness(payload, peer)
+
+
+def _presence_payload(*states: str) -> bytes:
+    """An awareness payload with the given JSON texts as states of clients 21, 22, ..."""
+    encoder = Encoder()
+    encoder.write_var_uint(len(states))
+    for offset, state in enumerate(states):
+        encoder.write_var_uint(21 + offset)
+        encoder.write_var_uint(1)
+        encoder.write_var_string(state)
+    return encoder.to_bytes()
+
+
+@pytest.mark.parametrize(
+    "state",
+    ['{"cursor":NaN}', '{"x":Infinity}', '{"x":[-Infinity]}', "[1,2]", "7", '"ada"', "true"],
+)
+def test_presence_a_browser_cannot_parse_or_that_is_not_an_object_is_refused_whole(state):
+    # JavaScript's JSON.parse throws on NaN and Infinity, which Python's json accepts.
+    room = make_room()
+    peer = FakePeer()
+
+    with pytest.raises(BadFrame, match="JSON"):
+        room.apply_awareness(_presence_payload('{"name":"ada"}', state), peer)
+
+    assert room.awareness.states == {}
+    assert peer.awareness_ids == set()
+
+
+@pytest.mark.parametrize("state", ['{"name":"ada","n":1.5e3}', "{}", "null", ""])
+def test_presence_objects_and_removals_are_accepted(state):
+    room = make_room()
+    peer = FakePeer()
+
+    room.apply_awareness(_presence_payload(state), peer)
+
+    present = state not in ("null", "")
+    assert (21 in room.awareness.states) is present
 
 
 def test_local_awareness_holds_only_the_states_of_this_process_peers():

@@ -107,7 +107,7 @@ class RoomCampaign:
         room = Room("fuzz", max_document_bytes=MAX_DOCUMENT_BYTES)
         mirror: Doc[Any] = Doc()
         for update in (author_update(), *update_pool()[:preload]):
-            change = room.apply_update(update, limit=False)
+            change = room.apply_update(update, from_client=False)
             if change is not None:  # some updates of the pool repeat what others hold
                 mirror.apply_update(change)
         room.size_bytes = len(room.doc.get_update())

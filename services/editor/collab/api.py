@@ -14,7 +14,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from collab.access import check_access, check_listing
-from collab.codec import update_frame
 from collab.docids import validate_doc_id
 from collab.errors import (
     BadUpdate,
@@ -140,22 +139,17 @@ async def post_update(request: HttpRequest, doc_id: str) -> JsonResponse:
             raise BadUpdate("the request body must be a binary Yjs update")
         room = await registry.acquire(doc_id)
         try:
-            registry.journal.check_capacity()
-            try:
-                change = room.apply_update(update)
-            except BadUpdate as error:
-                if error.partial is not None:
-                    await registry.submit(room, error.partial, update_frame(error.partial), None)
-                raise
-            if change is not None:
-                await registry.submit(room, change, update_frame(change), None)
+            await registry.settled(room)
+            durable = registry.accept_update(room, update, None)
+            if durable is not None:
+                await durable
             seq = room.seq.watermark
         finally:
             await registry.release(room)
     except CollabError as error:
         logger.info("refused update for %s: %s", doc_id, error.detail)
         return error_response(error)
-    return JsonResponse({"id": doc_id, "changed": change is not None, "seq": seq})
+    return JsonResponse({"id": doc_id, "changed": durable is not None, "seq": seq})
 
 
 @require_POST

@@ -77,6 +77,10 @@ PUBLISH_FAILURES = Counter(
     "Channel-layer operations that failed, by operation",
     ["operation"],
 )
+ROOM_REBUILDS = Counter(
+    "collab_room_rebuilds_total",
+    "Documents reloaded from the store because a refused update left part of itself in memory",
+)
 HEAL_EVENTS = Counter(
     "collab_heal_events_total",
     "Rooms found behind the log by the heal loop and caught up (a fan-out message was lost)",

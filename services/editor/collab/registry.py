@@ -20,11 +20,11 @@ from collab_common.logs import detached
 from collab import metrics
 from collab.codec import awareness_frame, update_frame
 from collab.conf import CollabConfig
-from collab.errors import CollabError, Unavailable
+from collab.errors import BadUpdate, CollabError, Unavailable
 from collab.events import AwarenessEvent, AwarenessQueryEvent, Event, UpdateEvent
 from collab.fanout import Fanout
 from collab.journal import Journal, Pending
-from collab.room import Room
+from collab.room import Room, SeqTracker
 from collab.store import Appended, AsyncStore
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class RoomRegistry:
         self._buffered: dict[str, list[Event]] = {}
         self._unsubscribed: set[str] = set()
         self._compacting: set[str] = set()
+        self._rebuilding: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.connections = 0
@@ -117,7 +118,7 @@ class RoomRegistry:
                 self._unsubscribed.add(doc_id)
             tail = await self.store.read_since(doc_id, 0)
             if tail.update is not None:
-                room.apply_update(tail.update, limit=False)
+                room.apply_update(tail.update, from_client=False)
             room.seq.note(1, tail.last_seq)
             room.size_bytes = tail.size_bytes
             for event in self._buffered.pop(doc_id):
@@ -150,6 +151,7 @@ class RoomRegistry:
 
     async def _unload(self, room: Room) -> None:
         try:
+            await self.settled(room)
             # Never unload a room with a save pending: its updates must reach the log.
             await self.journal.barrier()
             if room.holders > 0:
@@ -165,6 +167,29 @@ class RoomRegistry:
             del self._unloading[room.doc_id]
 
     # Local updates --------------------------------------------------------------------
+
+    def accept_update(self, room: Room, update: bytes, sender: Any) -> asyncio.Future[None] | None:
+        """Apply a client's update; make what it changed durable and relay it.
+
+        Returns the future of that, or None when the update changed nothing. Raises
+        Unavailable before touching the room when storage is behind, and BadUpdate for
+        an update the room refuses (after submitting the part of it that applied).
+        """
+        self.journal.check_capacity()
+        try:
+            change = room.apply_update(update)
+        except BadUpdate as error:
+            if error.partial is not None:
+                self.submit(room, error.partial, update_frame(error.partial), sender)
+            if room.damaged:
+                self._rebuild_soon(room)
+            raise
+        if change is None:
+            return None
+        metrics.UPDATE_BYTES.inc(len(change))
+        # Peers get what the room gained, not the update as received: that may be less
+        # (parts the room had) or more (structs it held back, released by this update).
+        return self.submit(room, change, update_frame(change), sender)
 
     def submit(self, room: Room, change: bytes, frame: bytes, sender: Any) -> asyncio.Future[None]:
         """Make an applied change durable, then relay `frame` to local peers but the sender."""
@@ -226,7 +251,7 @@ class RoomRegistry:
         """Apply durable updates from another process and pass on what is new here."""
         for update in event["updates"]:
             try:
-                change = room.apply_update(update, limit=False)
+                change = room.apply_update(update, from_client=False)
             except CollabError as error:
                 logger.error("stored update of %s does not apply: %s", room.doc_id, error)
                 continue
@@ -253,10 +278,63 @@ class RoomRegistry:
         if payload is not None:
             self.publish_awareness(room, payload)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(coroutine, context=detached())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    # Rebuilding -----------------------------------------------------------------------
+
+    async def settled(self, room: Room) -> None:
+        """Wait until the room's Doc may be read: not while it is being rebuilt."""
+        while (rebuilding := self._rebuilding.get(room.doc_id)) is not None:
+            await asyncio.shield(rebuilding)
+
+    def _rebuild_soon(self, room: Room) -> None:
+        if room.doc_id in self._rebuilding:
+            return
+        # From now on events from other processes wait, as during a load: the damaged
+        # Doc must not take anything in (after a yrs panic, applying to it can hang).
+        self._buffered[room.doc_id] = []
+        self._rebuilding[room.doc_id] = self._spawn(self._rebuild(room))
+
+    async def _rebuild(self, room: Room) -> None:
+        """Replace a damaged Doc with the stored document, once it holds all accepted here."""
+        doc_id = room.doc_id
+        started = time.monotonic()
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    await self.journal.barrier()
+                    tail = await self.store.read_since(doc_id, 0)
+                    # What local peers lack: updates of other processes whose events wait
+                    # in the buffer. Read second, so that it covers all the first read has.
+                    missed = await self.store.read_since(doc_id, room.seq.watermark)
+                    break
+                except Exception as error:
+                    metrics.DB_FAILURES.labels("load").inc()
+                    if delay == 0.05:
+                        logger.warning("cannot reload document %s yet: %s", doc_id, error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            room.replace_doc(tail.update)
+            room.seq = SeqTracker(tail.last_seq)
+            room.size_bytes = tail.size_bytes
+            if missed.update is not None:
+                room.broadcast(update_frame(missed.update))
+            metrics.ROOM_REBUILDS.inc()
+            logger.warning(
+                "reloaded document %s from the store: a refused update left part of itself "
+                "in memory (%.3f s)",
+                doc_id,
+                time.monotonic() - started,
+            )
+        finally:
+            del self._rebuilding[doc_id]
+            for event in self._buffered.pop(doc_id, []):
+                self._apply_event(room, event)
 
     # Healing --------------------------------------------------------------------------
 
@@ -281,9 +359,9 @@ class RoomRegistry:
         """Read what the room lacks from the log, apply it and pass it on to local peers."""
         start = room.seq.watermark
         tail = await self.store.read_since(room.doc_id, start)
-        if tail.update is None:
-            return
-        change = room.apply_update(tail.update, limit=False)
+        if tail.update is None or room.damaged:
+            return  # a damaged room is being rebuilt from the store anyway
+        change = room.apply_update(tail.update, from_client=False)
         if change is not None:
             room.broadcast(update_frame(change))
             if healing:

@@ -7,11 +7,13 @@ orchestration around it (loading, persistence, cross-process fan-out) lives in
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import json
+from typing import Any, NoReturn, Protocol
 
-from pycrdt import Awareness, Doc, TransactionEvent, merge_updates
+from pycrdt import Awareness, Decoder, Doc, TransactionEvent, merge_updates
 
 from collab.codec import awareness_frame, sync_step1_frame, sync_step2_frame
+from collab.dependencies import left_waiting
 from collab.errors import BadFrame, BadUpdate, TooLarge
 
 # An empty state vector: what a client with nothing yet asks for in its SyncStep1.
@@ -58,7 +60,32 @@ def contain_yrs_errors(error: BaseException) -> bool:
     """
     if isinstance(error, Exception):
         return True
+    return _is_panic(error)
+
+
+def _is_panic(error: BaseException) -> bool:
     return type(error).__name__ == "PanicException"
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise BadFrame(f"a presence state contains {name}, which JSON does not allow")
+
+
+def _check_presence_states(payload: bytes) -> None:
+    """Refuse presence a browser could not read: every state must be strict JSON (no
+    NaN or Infinity, which Python's json accepts and JavaScript's JSON.parse does not),
+    and an object, or null for "gone". A payload that does not decode raises what
+    pycrdt's decoder or json raises (ValueError, IndexError, RecursionError)."""
+    decoder = Decoder(payload)
+    for _ in range(decoder.read_var_uint()):
+        decoder.read_var_uint()  # client id
+        decoder.read_var_uint()  # clock
+        text = decoder.read_var_string()
+        if not text:
+            continue
+        state = json.loads(text, parse_constant=_refuse_constant)
+        if state is not None and not isinstance(state, dict):
+            raise BadFrame("a presence state must be a JSON object or null")
 
 
 class SeqTracker:
@@ -103,6 +130,9 @@ class Room:
         self._doc_subscription = self.doc.observe(self._collect_change)
         # Joiners with an empty state all get the same frame: encode it once per change.
         self._full_state_frame: bytes | None = None
+        # A client's refused update may have left part of itself in the Doc (see
+        # apply_update): nobody may read the Doc until it is rebuilt from the store.
+        self.damaged = False
 
     def close(self) -> None:
         """Drop the callbacks the Rust side holds; without this an unloaded room never dies."""
@@ -115,16 +145,23 @@ class Room:
     def _collect_change(self, event: TransactionEvent) -> None:
         self._changes.append(event.update)
 
-    def apply_update(self, update: bytes, *, limit: bool = True) -> bytes | None:
+    def apply_update(self, update: bytes, *, from_client: bool = True) -> bytes | None:
         """Apply an update and return what it changed, or None when it changed nothing.
 
-        Updates whose dependencies are missing wait inside the Doc and are returned
-        as part of the update that completes them. `limit=False` is for updates that
-        are already durable (loaded, healed, or from another process).
+        A client's update must apply whole. When yrs refuses it, or keeps part of it
+        waiting for changes this Doc lacks, BadUpdate carries the part that did apply
+        (which must be stored and relayed like any change) and `damaged` is set: yrs
+        cannot drop what it keeps waiting, and after a panic its Doc may be left
+        half-modified, so the Doc must be rebuilt from the store (`replace_doc`)
+        before anyone reads it again.
+
+        Updates that are already durable (`from_client=False`: loaded, healed, or from
+        another process) are not limited, and may wait inside the Doc for one that
+        another process stored before them: it is durable too, and on its way.
         """
         if update == _EMPTY_UPDATE:
             return None
-        if limit and self.size_bytes + len(update) > self.max_document_bytes:
+        if from_client and self.size_bytes + len(update) > self.max_document_bytes:
             raise TooLarge(f"document would exceed {self.max_document_bytes} bytes")
         _check_client_count(update)
         self._changes.clear()
@@ -133,10 +170,46 @@ class Room:
         except BaseException as error:
             if not contain_yrs_errors(error):
                 raise
+            if from_client and (_is_panic(error) or self._left_waiting(update)):
+                self.damaged = True
             raise BadUpdate(
                 "the update is not a valid Yjs update", partial=self._take_change()
             ) from None
+        if from_client and self._left_waiting(update):
+            self.damaged = True
+            raise BadUpdate(
+                "the update depends on changes this server does not have",
+                partial=self._take_change(),
+            )
         return self._take_change()
+
+    def _left_waiting(self, update: bytes) -> bool:
+        try:
+            return left_waiting(update, self.doc.get_state())
+        except BaseException as error:
+            if not contain_yrs_errors(error):
+                raise
+            return False  # the update does not even decode: yrs applied none of it
+
+    def replace_doc(self, stored: bytes | None) -> None:
+        """Start over from the stored document, dropping whatever the old Doc held back.
+
+        Peers, presence and the awareness object stay; the caller brings the sequence
+        tracker and size up to what it read.
+        """
+        self.doc.unobserve(self._doc_subscription)
+        self.doc = Doc(client_id=self.doc.client_id)
+        self._doc_subscription = self.doc.observe(self._collect_change)
+        self._full_state_frame = None
+        self.damaged = False
+        if stored is not None:
+            # Whatever yrs makes of the stored log is the document every process loads.
+            try:
+                self.doc.apply_update(stored)
+            except BaseException as error:
+                if not contain_yrs_errors(error):
+                    raise
+        self._changes.clear()
 
     def _take_change(self) -> bytes | None:
         changes = [change for change in self._changes if change != _EMPTY_UPDATE]
@@ -181,6 +254,7 @@ class Room:
     def apply_awareness(self, payload: bytes, origin: Peer | None) -> None:
         """Apply an awareness update from a local peer (origin) or another process (None)."""
         try:
+            _check_presence_states(payload)
             self.awareness.apply_awareness_update(payload, origin)
         except (ValueError, IndexError, RuntimeError, TypeError, KeyError) as error:
             raise BadFrame(f"awareness update does not decode ({type(error).__name__})") from None

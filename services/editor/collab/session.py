@@ -13,10 +13,9 @@ from collab.codec import (
     SyncUpdate,
     parse,
     permission_denied_frame,
-    update_frame,
 )
 from collab.connection import Connection
-from collab.errors import BadFrame, BadUpdate, TooLarge
+from collab.errors import BadFrame, TooLarge
 from collab.registry import RoomRegistry
 from collab.room import Room
 
@@ -62,6 +61,8 @@ class Session:
 
     async def receive(self, frame: bytes) -> None:
         """Handle one binary frame from the client."""
+        if self.room.damaged:
+            await self.registry.settled(self.room)
         config = self.registry.config
         if len(frame) > config.max_frame_bytes:
             raise TooLarge(f"frame of {len(frame)} bytes exceeds {config.max_frame_bytes}")
@@ -75,13 +76,13 @@ class Session:
             if self.read_only:
                 self._refuse_write()
             else:
-                self._accept_update(message.update)
+                self.registry.accept_update(self.room, message.update, self.connection)
         elif isinstance(message, SyncStep1):
             await self._answer_sync(message.state_vector)
         elif isinstance(message, SyncStep2):
             # Every client answers our SyncStep1, read-only ones too: theirs is ignored.
             if not self.read_only:
-                self._accept_update(message.update)
+                self.registry.accept_update(self.room, message.update, self.connection)
         elif isinstance(message, AwarenessUpdate):
             await self._accept_awareness(message.payload, frame)
         elif isinstance(message, QueryAwareness):
@@ -99,29 +100,13 @@ class Session:
         metrics.REFUSED_FRAMES.labels("read_only").inc()
         self.connection.send(permission_denied_frame("read-only access"))
 
-    def _accept_update(self, update: bytes) -> None:
-        self.registry.journal.check_capacity()
-        try:
-            change = self.room.apply_update(update)
-        except BadUpdate as error:
-            if error.partial is not None:
-                self.registry.submit(
-                    self.room, error.partial, update_frame(error.partial), self.connection
-                )
-            raise
-        if change is None:
-            return
-        metrics.UPDATE_BYTES.inc(len(change))
-        # Peers get what the room gained, not the update as received: that may be less
-        # (parts the room had) or more (structs it held back for a missing dependency,
-        # which this update supplied). The frame is built once for all peers.
-        self.registry.submit(self.room, change, update_frame(change), self.connection)
-
     async def _answer_sync(self, state_vector: bytes) -> None:
         # A joiner must receive everything any process relayed before its sync, and
         # nothing that is not durable yet.
         await self.registry.freshen(self.room)
         await self.registry.journal.barrier()
+        # A refused update may have damaged the room while we waited.
+        await self.registry.settled(self.room)
         if self.open:
             self.connection.send(self.room.sync_step2(state_vector))
 
