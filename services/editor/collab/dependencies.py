@@ -32,10 +32,13 @@ def left_waiting(update: bytes, state_vector: bytes) -> bool:
     decoder = Decoder(rest)
     if decoder.read_var_uint():  # structs the state does not cover: they wait
         return True
+    deleting = decoder.read_var_uint()
+    if not deleting:
+        return False
     clocks = _clocks(state_vector)
     # The delete set: per client, ranges (clock, length). A range beyond what the Doc
     # has deletes items it does not hold yet; yrs keeps it waiting for them.
-    for _ in range(decoder.read_var_uint()):
+    for _ in range(deleting):
         client = decoder.read_var_uint()
         known = clocks.get(client, 0)
         for _ in range(decoder.read_var_uint()):
