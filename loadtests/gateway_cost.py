@@ -520,10 +520,19 @@ async def measure(
         "GATEWAY_RATE_BURST": str(max(400, math.ceil(20 * biggest))),
         "GATEWAY_MAX_CONNECTIONS_PER_IP": str(max(200, 2 * settings.docs + 10)),
     }
+    # The editor limits the message rate per connection the same way (direct route).
+    editor_env = {
+        "COLLAB_RATE_PER_SECOND": gateway_env["GATEWAY_RATE_PER_SECOND"],
+        "COLLAB_RATE_BURST": gateway_env["GATEWAY_RATE_BURST"],
+    }
     results: list[RunResult] = []
     with fresh_database(settings.database) as database_url:
         editor = start_editor(
-            "load-editor", database_url=database_url, cpus=settings.editor_cpus, workers=1
+            "load-editor",
+            database_url=database_url,
+            cpus=settings.editor_cpus,
+            workers=1,
+            extra_env=editor_env,
         )
         try:
             gateway = start_gateway(

@@ -35,6 +35,11 @@ from loadtests.harness import (
 )
 from tests.support.processes import ARTIFACTS, ROOT, RedisServer, free_port, wait_for_port
 
+# The `late` scenario sends a 20,000-insert history from one client as fast as it can,
+# and the reference server limits nothing: the editor's per-connection message rate
+# (200/s, burst 400 by default; 4429 beyond) must not cut a load short.
+EDITOR_UNTHROTTLED = {"COLLAB_RATE_PER_SECOND": "1000000", "COLLAB_RATE_BURST": "1000000"}
+
 REFERENCE_PACKAGE = "@y/websocket-server"
 REFERENCE_DIR = ROOT / "node_modules" / "@y" / "websocket-server"
 REFERENCE_SCRIPT = REFERENCE_DIR / "src" / "server.js"  # the package's bin, y-websocket-server
@@ -83,7 +88,10 @@ class OursSingle:
             cpus=cpus,
             workers=1,
             # The production cap (5000 per worker) must not cut a large idle scenario short.
-            extra_env={"COLLAB_MAX_CONNECTIONS_PER_WORKER": str(max(5000, max_connections))},
+            extra_env={
+                **EDITOR_UNTHROTTLED,
+                "COLLAB_MAX_CONNECTIONS_PER_WORKER": str(max(5000, max_connections)),
+            },
         )
         self.topology = f"1 editor instance, 1 worker, no Redis, {database}; direct"
 
@@ -141,6 +149,7 @@ class OursCrossPod:
                         cpus=cpus,
                         workers=1,
                         redis_url=self.redis.url,
+                        extra_env=EDITOR_UNTHROTTLED,
                     )
                 )
             self.gateway = start_gateway(

@@ -16,6 +16,8 @@ class CollabConfig:
     max_awareness_bytes: int = 64 * 1024
     max_document_bytes: int = 64 * 1024 * 1024
     send_queue_bytes: int = 8 * 1024 * 1024
+    rate_per_second: float = 200.0
+    rate_burst: int = 400
     max_connections: int = 5000
     max_pending_updates: int = 50_000
     compact_after_updates: int = 500
@@ -32,6 +34,8 @@ class CollabConfig:
             max_frame_bytes=settings.COLLAB_MAX_FRAME_BYTES,
             max_document_bytes=settings.COLLAB_MAX_DOCUMENT_BYTES,
             send_queue_bytes=settings.COLLAB_SEND_QUEUE_BYTES,
+            rate_per_second=settings.COLLAB_RATE_PER_SECOND,
+            rate_burst=settings.COLLAB_RATE_BURST,
             max_connections=settings.COLLAB_MAX_CONNECTIONS_PER_WORKER,
             max_pending_updates=settings.COLLAB_MAX_PENDING_UPDATES,
             compact_after_updates=settings.COLLAB_COMPACT_AFTER_UPDATES,

@@ -11,6 +11,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 from collab_common.logs import conn_id_var, doc_id_var
+from collab_common.ratelimit import TokenBucket
 from collab_common.wsprotocol import aborter, sender_now
 
 from collab import metrics
@@ -22,6 +23,7 @@ from collab.errors import (
     CollabError,
     Forbidden,
     InternalError,
+    RateLimited,
     SlowConsumer,
     Unauthenticated,
     Unavailable,
@@ -44,6 +46,7 @@ class DocumentConsumer(AsyncConsumer):
         self.conn_id = uuid.uuid4().hex[:12]
         self.doc_id = ""
         self.session: Session | None = None
+        self.bucket: TokenBucket | None = None
         self.closing = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -101,6 +104,7 @@ class DocumentConsumer(AsyncConsumer):
                 logger.error("cannot load document %s: %s", self.doc_id, error)
                 raise Unavailable("the document cannot be loaded now") from None
             read_only = grant is not None and not grant.can_write
+            self.bucket = TokenBucket(registry.config.rate_per_second, registry.config.rate_burst)
             self.session = Session(registry, room, connection, read_only=read_only)
             self.session.start()
         except CollabError as error:
@@ -114,6 +118,9 @@ class DocumentConsumer(AsyncConsumer):
             return
         frame = message.get("bytes")
         try:
+            # First, before any decoding: a flood costs one clock read a frame until closed.
+            if self.bucket is not None and not self.bucket.take():
+                raise RateLimited()
             if frame is None:
                 raise BadFrame("text frames are not part of the protocol")
             await self.session.receive(frame)

@@ -113,6 +113,16 @@ class TooLarge(CollabError):
     reason = "too large"
 
 
+class RateLimited(CollabError):
+    """A connection sending more messages than COLLAB_RATE_PER_SECOND (burst COLLAB_RATE_BURST)."""
+
+    label = "rate_limited"  # metric label of refusals
+
+    close_code = CloseCode.RATE_LIMITED
+    http_status = 429
+    reason = "message rate limit exceeded"
+
+
 class SlowConsumer(CollabError):
     """A client that does not read fast enough; its send queue is full."""
 

@@ -115,9 +115,23 @@ for _operation in ("publish", "subscribe", "unsubscribe", "receive", "dropped"):
     PUBLISH_FAILURES.labels(_operation)
 for _status in ("401", "403"):
     AUTH_FAILURES.labels(_status)
-for _reason in ("bad_frame", "bad_update", "too_large", "read_only", "slow_consumer"):
+for _reason in (
+    "bad_frame",
+    "bad_update",
+    "too_large",
+    "read_only",
+    "slow_consumer",
+    "rate_limited",
+):
     REFUSED_FRAMES.labels(_reason)
-for _reason in ("invalid_document", "unauthenticated", "forbidden", "unavailable"):
+# handshake_timeout: dropped by the server before any request (config/worker.py).
+for _reason in (
+    "invalid_document",
+    "unauthenticated",
+    "forbidden",
+    "unavailable",
+    "handshake_timeout",
+):
     REFUSED_CONNECTIONS.labels(_reason)
 
 

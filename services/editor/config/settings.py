@@ -133,6 +133,12 @@ COLLAB_MAX_FRAME_BYTES = env_int("COLLAB_MAX_FRAME_BYTES", 2 * 1024 * 1024, mini
 COLLAB_MAX_DOCUMENT_BYTES = env_int("COLLAB_MAX_DOCUMENT_BYTES", 64 * 1024 * 1024, minimum=1024)
 COLLAB_MAX_CONNECTIONS_PER_WORKER = env_int("COLLAB_MAX_CONNECTIONS_PER_WORKER", 5000, minimum=1)
 COLLAB_SEND_QUEUE_BYTES = env_int("COLLAB_SEND_QUEUE_BYTES", 8 * 1024 * 1024, minimum=65536)
+# Messages per second one socket may send (token bucket), as the gateway's
+# GATEWAY_RATE_PER_SECOND / GATEWAY_RATE_BURST; beyond it the socket is closed with 4429.
+COLLAB_RATE_PER_SECOND = env_float("COLLAB_RATE_PER_SECOND", 200.0, minimum=0.1)
+COLLAB_RATE_BURST = env_int("COLLAB_RATE_BURST", 400, minimum=1)
+# COLLAB_HANDSHAKE_TIMEOUT_SECONDS (request heads) is read by config/worker.py: the server
+# parses request heads before Django sees a request.
 # Updates a worker accepts but cannot make durable yet (the database is slow or down);
 # beyond it the sockets whose updates do not fit are closed with 1013.
 COLLAB_MAX_PENDING_UPDATES = env_int("COLLAB_MAX_PENDING_UPDATES", 50_000, minimum=1)

@@ -1,30 +1,8 @@
-"""Per-connection message rate (token bucket) and per-address connection counts."""
+"""Per-address connection counts (the message rate is collab_common.ratelimit)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-
-
-class TokenBucket:
-    """`rate` tokens per second, up to `burst` saved; one token per message."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self._now = time.monotonic
-        self.updated = self._now()
-
-    def take(self) -> bool:
-        """Spend a token; False when the bucket is empty (the caller is over its rate)."""
-        now = self._now()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 class AddressLimiter:

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import websockets
 from collab_common.logs import conn_id_var, doc_id_var
+from collab_common.ratelimit import TokenBucket
 from collab_common.tokens import TokenError, authorize, token_from_scope
 from collab_common.wsprotocol import aborter
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway import metrics
-from gateway.limits import TokenBucket
 
 if TYPE_CHECKING:
     from gateway.app import Gateway

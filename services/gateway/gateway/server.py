@@ -6,13 +6,13 @@ import asyncio
 import logging
 import signal
 from types import FrameType
-from typing import Any, cast
+from typing import cast
 
 import uvicorn
 from collab_common import logs
 from collab_common.env import env_choice, env_str
+from collab_common.handshake import handshake_deadline_protocol
 from collab_common.wsprotocol import AbortableWebSocketProtocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import metrics
 from gateway.app import Gateway
@@ -20,50 +20,6 @@ from gateway.config import GatewayConfig
 from gateway.relay import UPSTREAM_LOGGER
 
 logger = logging.getLogger(__name__)
-
-
-def handshake_deadline_protocol(timeout: float) -> type[HttpToolsProtocol]:
-    """uvicorn's HTTP protocol, closing connections that do not send a full request head in time.
-
-    uvicorn has no such deadline: a client trickling header bytes (slowloris) would
-    hold its socket forever.
-    """
-
-    class HandshakeDeadlineProtocol(HttpToolsProtocol):
-        _deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: Any) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm()
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(timeout, self._expire)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expire(self) -> None:
-            self._deadline = None
-            metrics.REFUSALS.labels("handshake_timeout").inc()
-            logger.info("closed a connection that sent no request head within %.1fs", timeout)
-            self.transport.close()
-
-    return HandshakeDeadlineProtocol
 
 
 class GatewayServer(uvicorn.Server):
@@ -101,7 +57,10 @@ def build_server(config: GatewayConfig) -> GatewayServer:
         gateway,
         host=config.host,
         port=config.port,
-        http=handshake_deadline_protocol(config.handshake_timeout_seconds),
+        http=handshake_deadline_protocol(
+            config.handshake_timeout_seconds,
+            metrics.REFUSALS.labels("handshake_timeout").inc,
+        ),
         ws=AbortableWebSocketProtocol,
         ws_per_message_deflate=False,
         ws_max_size=2 * config.max_frame_bytes,

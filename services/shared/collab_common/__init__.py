@@ -1,1 +1,2 @@
-"""Code both services share: environment readers and access tokens."""
+"""Code both services share: environment readers, access tokens, logging, and the server
+side of every connection (WebSocket protocol, request-head deadline, message rate)."""
