@@ -388,3 +388,39 @@ async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_
     assert str(room.doc.get("text", type=Text)) == "<hello>"
     for peer in (good, remote, joiner):
         await peer.close()
+
+
+async def test_updates_left_waiting_too_long_are_dropped_and_their_client_asked_to_sync_again(
+    redis_server,
+):
+    from collab import metrics
+    from pycrdt import Doc, Text
+
+    registry = make_registry(redis_server, max_waiting_seconds=0.5)
+    await registry.start()
+    try:
+        writer = await Peer(application(registry), "waiting").connect()
+        watcher = await Peer(application(registry), "waiting").connect()
+        writer.text.insert(0, "hello")
+        writer.text.insert(5, "!")
+        del writer._outbox[0]  # "hello" never reaches the server: "!" waits for it
+        await writer.push()
+        room = registry.rooms["waiting"]
+        await writer.pump_until(lambda: room.waiting_bytes > 0)
+        rebuilds = metrics.ROOM_REBUILDS._value.get()
+
+        # The heal loop drops the waiting part with the old Doc, then asks every client for
+        # what the room lacks; the writer's answer brings "hello" and "!" together.
+        await writer.pump_until(lambda: str(room.doc.get("text", type=Text)) == "hello!")
+        await watcher.pump_until(lambda: str(watcher.text) == "hello!")
+
+        assert metrics.ROOM_REBUILDS._value.get() == rebuilds + 1
+        assert room.waiting_bytes == 0 and room.waiting_since is None
+        tail = await AsyncStore(DocumentStore(using="postgres")).read_since("waiting", 0)
+        stored = Doc()
+        stored.apply_update(tail.update)
+        assert str(stored.get("text", type=Text)) == "hello!"
+        for peer in (writer, watcher):
+            await peer.close()
+    finally:
+        await registry.stop()

@@ -21,20 +21,21 @@ def _clocks(state_vector: bytes) -> dict[int, int]:
     }
 
 
-def left_waiting(update: bytes, state_vector: bytes) -> bool:
-    """True when part of `update` is not in a Doc whose state vector (after applying it)
-    is `state_vector`: those structs or deletions wait inside the Doc.
+def waiting_part(update: bytes, state_vector: bytes) -> bytes | None:
+    """What of `update` a Doc whose state vector (after applying it) is `state_vector`
+    does not hold: structs and deletions that wait inside it. None when nothing waits.
 
-    Both inputs come from yrs (the update has just been decoded by it), so they are
-    well-formed.
+    The part returned is itself an update: checked again later against a newer state
+    vector, it tells whether what waited has been taken in since. Both inputs come from
+    yrs (the update has just been decoded by it), so they are well-formed.
     """
     rest = get_update(update, state_vector)
     decoder = Decoder(rest)
     if decoder.read_var_uint():  # structs the state does not cover: they wait
-        return True
+        return rest
     deleting = decoder.read_var_uint()
     if not deleting:
-        return False
+        return None
     clocks = _clocks(state_vector)
     # The delete set: per client, ranges (clock, length). A range beyond what the Doc
     # has deletes items it does not hold yet; yrs keeps it waiting for them.
@@ -45,5 +46,5 @@ def left_waiting(update: bytes, state_vector: bytes) -> bool:
             clock = decoder.read_var_uint()
             length = decoder.read_var_uint()
             if clock + length > known:
-                return True
-    return False
+                return rest
+    return None

@@ -18,7 +18,7 @@ from typing import Any
 from collab_common.logs import detached
 
 from collab import metrics
-from collab.codec import awareness_frame, update_frame
+from collab.codec import awareness_frame, sync_step1_frame, update_frame
 from collab.conf import CollabConfig
 from collab.errors import BadUpdate, CollabError, Unavailable
 from collab.events import AwarenessEvent, AwarenessQueryEvent, Event, UpdateEvent
@@ -110,7 +110,11 @@ class RoomRegistry:
 
     async def _load(self, doc_id: str) -> Room:
         started = time.monotonic()
-        room = Room(doc_id, max_document_bytes=self.config.max_document_bytes)
+        room = Room(
+            doc_id,
+            max_document_bytes=self.config.max_document_bytes,
+            max_waiting_bytes=self.config.max_frame_bytes,
+        )
         self._buffered[doc_id] = []
         try:
             # Subscribe before reading, so that nothing published in between is missed.
@@ -182,7 +186,7 @@ class RoomRegistry:
             if error.partial is not None:
                 self.submit(room, error.partial, update_frame(error.partial), sender)
             if room.damaged:
-                self._rebuild_soon(room)
+                self._rebuild_soon(room, "a refused update left part of itself in memory")
             raise
         if change is None:
             return None
@@ -291,15 +295,15 @@ class RoomRegistry:
         while (rebuilding := self._rebuilding.get(room.doc_id)) is not None:
             await asyncio.shield(rebuilding)
 
-    def _rebuild_soon(self, room: Room) -> None:
+    def _rebuild_soon(self, room: Room, reason: str) -> None:
         if room.doc_id in self._rebuilding:
             return
         # From now on events from other processes wait, as during a load: the damaged
         # Doc must not take anything in (after a yrs panic, applying to it can hang).
         self._buffered[room.doc_id] = []
-        self._rebuilding[room.doc_id] = self._spawn(self._rebuild(room))
+        self._rebuilding[room.doc_id] = self._spawn(self._rebuild(room, reason))
 
-    async def _rebuild(self, room: Room) -> None:
+    async def _rebuild(self, room: Room, reason: str) -> None:
         """Replace a damaged Doc with the stored document, once it holds all accepted here."""
         doc_id = room.doc_id
         started = time.monotonic()
@@ -324,11 +328,14 @@ class RoomRegistry:
             room.size_bytes = tail.size_bytes
             if missed.update is not None:
                 room.broadcast(update_frame(missed.update))
+            # Clients whose waiting updates were dropped with the old Doc send them again
+            # in their answer (y-websocket clients answer every SyncStep1).
+            room.broadcast(sync_step1_frame(room.doc.get_state()))
             metrics.ROOM_REBUILDS.inc()
             logger.warning(
-                "reloaded document %s from the store: a refused update left part of itself "
-                "in memory (%.3f s)",
+                "reloaded document %s from the store: %s (%.3f s)",
                 doc_id,
+                reason,
                 time.monotonic() - started,
             )
         finally:
@@ -379,7 +386,13 @@ class RoomRegistry:
         room.size_bytes = tail.size_bytes
 
     async def heal(self) -> None:
-        """One round: resubscribe where needed and catch up every room behind the log."""
+        """One round: resubscribe where needed, drop updates that waited too long, and
+        catch up every room behind the log."""
+        now = time.monotonic()
+        for loaded in self.rooms.values():
+            since = loaded.waiting_since
+            if since is not None and now - since > self.config.max_waiting_seconds:
+                self._rebuild_soon(loaded, "updates waited too long for changes it lacks")
         for doc_id in list(self._unsubscribed):
             if doc_id in self.rooms and await self.fanout.join(doc_id):
                 self._unsubscribed.discard(doc_id)
