@@ -10,21 +10,17 @@ insert must be present exactly once in every writer and in the stored document.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from tests.faults.harness import (
-    CONVERGENCE_BOUND_SECONDS,
-    assert_idle,
-    begin_run,
+    Run,
     established_connections,
     kill_worker,
-    start_editors,
-    start_gateway,
     stored_tokens,
     wait_for_workers,
-    wait_gateway_sees,
     worker_pids,
 )
+from tests.faults.scenario import EditingRun, Strike, kill_rounds
+from tests.support.processes import EditorInstance, PostgresDatabase
 from tests.support.resilient import split_tokens
 from tests.support.yclient import YClient, wait_until
 
@@ -66,83 +62,70 @@ class RelayProbe:
         return set(split_tokens(str(self.watcher.text)))
 
 
+async def aim_at_the_busiest_instance(
+    run: Run, instances: list[EditorInstance], round_: int
+) -> Strike:
+    """The whole editor instance most writers are on, with a relay probe straight on it."""
+    victim = run.busiest(instances)
+    survivor = next(instance for instance in instances if instance is not victim)
+    hit = len(run.on(victim.base_url))
+    probe_doc = f"kill-probe-{round_}"
+    probe = RelayProbe(f"{victim.ws_url}/{probe_doc}")
+    await probe.start()
+    await asyncio.sleep(0.3)
+
+    async def aftermath(closed: int) -> None:
+        assert hit > 0 and closed > 0, "the kill hit no writer"
+        run.record("writers_on_victim", hit)
+
+        seen = await probe.seen_after_death()
+        stored = await stored_tokens(survivor, probe_doc)
+        assert seen, "the probe's watcher received nothing before the kill"
+        assert seen <= set(stored), (
+            f"{len(seen - set(stored))} relayed updates lost by SIGKILL: "
+            f"{sorted(seen - set(stored))[:10]}"
+        )
+        run.record("probe_relayed_and_stored", len(seen))
+
+        await asyncio.to_thread(victim.start, 60)
+
+    # master and both workers at once: nothing gets to flush
+    return Strike(f"SIGKILL #{round_ + 1}", victim.kill, aftermath)
+
+
+async def aim_at_the_busiest_worker(
+    run: Run, instances: list[EditorInstance], round_: int
+) -> Strike:
+    """The gunicorn worker holding the most sockets on the instance most writers are on."""
+    instance = run.busiest(instances)
+    workers = worker_pids(instance)
+    assert len(workers) == 2, f"{instance.name} runs workers {workers}"
+    # The worker holding the most sockets (from /proc): the one serving writers.
+    held = {pid: established_connections(pid, instance.port) for pid in workers}
+    victim = max(held, key=lambda pid: held[pid])
+
+    async def aftermath(closed: int) -> None:
+        assert closed > 0, f"killing worker {held} hit no writer"
+        run.record("sockets_on_killed_worker", held[victim])
+
+        respawned = await wait_for_workers(instance, 2)
+        assert victim not in respawned
+
+    # gunicorn's master lives on and respawns it
+    return Strike(f"worker SIGKILL #{round_ + 1}", lambda: kill_worker(victim), aftermath)
+
+
 async def test_sigkill_of_a_whole_editor_instance_three_times_loses_no_insert(
-    editors, gateways, pg_database, redis_server
-):
-    instances = await start_editors(editors, pg_database.url, redis_server.url)
-    gateway = await start_gateway(gateways, instances)
-    run = await begin_run("sigkill-instance", "kill-instance", instances, [gateway])
-    try:
-        kills_from = time.monotonic()
-        for round_ in range(KILLS):
-            victim = run.busiest(instances)
-            survivor = next(instance for instance in instances if instance is not victim)
-            hit = len(run.on(victim.base_url))
-            probe = RelayProbe(f"{victim.ws_url}/kill-probe-{round_}")
-            await probe.start()
-            await asyncio.sleep(0.3)
-
-            due = run.checkpoint()
-            disconnects = run.disconnect_count()
-            killed_at = time.monotonic()
-            victim.kill()  # master and both workers at once: nothing gets to flush
-            took = await run.converge_after(killed_at, due, what=f"SIGKILL #{round_ + 1}")
-            assert took < CONVERGENCE_BOUND_SECONDS
-            assert hit > 0 and run.disconnect_count() > disconnects, "the kill hit no writer"
-            run.record("writers_on_victim", hit)
-
-            seen = await probe.seen_after_death()
-            stored = await stored_tokens(survivor, f"kill-probe-{round_}")
-            assert seen, "the probe's watcher received nothing before the kill"
-            assert seen <= set(stored), (
-                f"{len(seen - set(stored))} relayed updates lost by SIGKILL: "
-                f"{sorted(seen - set(stored))[:10]}"
-            )
-            run.record("probe_relayed_and_stored", len(seen))
-
-            await asyncio.to_thread(victim.start, 60)
-            await wait_gateway_sees(gateway, 2)
-            await asyncio.sleep(1.0)  # writers keep typing on the survivor meanwhile
-        run.window("kills", kills_from, time.monotonic())
-        run.figures["kills"] = KILLS
-        await run.final_check(instances)
-    finally:
-        await run.close()
-    await assert_idle(instances)
+    editing_run: EditingRun, pg_database: PostgresDatabase
+) -> None:
+    async with editing_run("sigkill-instance", pg_database.url, doc_id="kill-instance") as cluster:
+        await kill_rounds(cluster, aim_at_the_busiest_instance, kills=KILLS)
+        await cluster.run.final_check(cluster.instances)
 
 
 async def test_sigkill_of_a_single_gunicorn_worker_three_times_loses_no_insert(
-    editors, gateways, pg_database, redis_server
-):
-    instances = await start_editors(editors, pg_database.url, redis_server.url)
-    gateway = await start_gateway(gateways, instances)
-    run = await begin_run("sigkill-worker", "kill-worker", instances, [gateway])
-    try:
-        kills_from = time.monotonic()
-        for round_ in range(KILLS):
-            instance = run.busiest(instances)
-            workers = worker_pids(instance)
-            assert len(workers) == 2, f"{instance.name} runs workers {workers}"
-            # The worker holding the most sockets (from /proc): the one serving writers.
-            held = {pid: established_connections(pid, instance.port) for pid in workers}
-            victim = max(held, key=lambda pid: held[pid])
-
-            due = run.checkpoint()
-            disconnects = run.disconnect_count()
-            killed_at = time.monotonic()
-            kill_worker(victim)  # gunicorn's master lives on and respawns it
-            took = await run.converge_after(killed_at, due, what=f"worker SIGKILL #{round_ + 1}")
-            assert took < CONVERGENCE_BOUND_SECONDS
-            assert run.disconnect_count() > disconnects, f"killing worker {held} hit no writer"
-            run.record("sockets_on_killed_worker", held[victim])
-
-            respawned = await wait_for_workers(instance, 2)
-            assert victim not in respawned
-            await wait_gateway_sees(gateway, 2)
-            await asyncio.sleep(1.0)
-        run.window("kills", kills_from, time.monotonic())
-        run.figures["kills"] = KILLS
-        await run.final_check(instances)
-    finally:
-        await run.close()
-    await assert_idle(instances)
+    editing_run: EditingRun, pg_database: PostgresDatabase
+) -> None:
+    async with editing_run("sigkill-worker", pg_database.url, doc_id="kill-worker") as cluster:
+        await kill_rounds(cluster, aim_at_the_busiest_worker, kills=KILLS)
+        await cluster.run.final_check(cluster.instances)

@@ -30,14 +30,10 @@ from collab.session import Session
 from collab.store import Appended, Tail
 from pycrdt import Doc, Text, create_sync_message, handle_sync_message, merge_updates
 
-from tests.faults.harness import (
-    CONVERGENCE_BOUND_SECONDS,
-    assert_idle,
-    begin_run,
-    start_editors,
-    start_gateway,
-)
-from tests.faults.test_postgres_outage import pending_updates, relayed_during_outage
+from tests.faults.harness import CONVERGENCE_BOUND_SECONDS
+from tests.faults.outage import assert_nothing_relayed, inserted_since, pending_updates, relay_cut
+from tests.faults.scenario import EditingRun, close_codes
+from tests.support.pgcluster import PrivatePostgres
 from tests.support.resilient import split_tokens
 from tests.support.yclient import clients_on_distinct_workers, wait_until
 
@@ -251,8 +247,8 @@ async def test_the_last_writer_of_a_room_refused_at_the_bound_hears_1013_during_
 
 @pytest.mark.parametrize("with_viewers", [False, True], ids=["writers-only", "with-viewers"])
 async def test_a_writer_beyond_the_pending_bound_gets_1013_and_nothing_is_lost(
-    editors, gateways, private_postgres, redis_server, with_viewers
-):
+    editing_run: EditingRun, private_postgres: PrivatePostgres, with_viewers: bool
+) -> None:
     """Six writers type through a database outage with COLLAB_MAX_PENDING_UPDATES=20.
 
     Every writer must be closed with 1013 once its worker holds 20 pending updates
@@ -264,98 +260,89 @@ async def test_a_writer_beyond_the_pending_bound_gets_1013_and_nothing_is_lost(
     keeps each room loaded while the writers are closed and reconnect; without it the
     last writer to leave a worker unloads the room (after the outage).
     """
-    instances = await start_editors(
-        editors,
-        private_postgres.url,
-        redis_server.url,
-        extra_env={"COLLAB_MAX_PENDING_UPDATES": str(MAX_PENDING)},
-    )
-    gateway = await start_gateway(gateways, instances)
     name = f"pending-bound-{'viewers' if with_viewers else 'writers'}"
-    run = await begin_run(name, name, instances, [gateway])
-    # Viewers must end up with everything too.
-    viewers = [
-        viewer
-        for instance in (instances if with_viewers else [])
-        for viewer in await clients_on_distinct_workers(f"{instance.ws_url}/{name}", 2)
-    ]
-    try:
-        await asyncio.to_thread(private_postgres.stop)
-        stopped_at = time.monotonic()
-        cut = {writer.name: len(writer.inserted) for writer in run.writers}
-        held = [set(split_tokens(str(viewer.text))) for viewer in viewers]
-
-        # Every writer keeps typing: each worker's journal fills up to the bound, and
-        # then every writer it serves is closed with 1013 at its next update.
-        refused_at: dict[str, float] = {}
-        while len(refused_at) < len(run.writers):
-            for writer in run.writers:
-                if writer.name not in refused_at and any(
-                    d.at > stopped_at and d.code == 1013 and BOUND_REASON in d.reason
-                    for d in writer.disconnects
-                ):
-                    refused_at[writer.name] = time.monotonic() - stopped_at
-            leaked = relayed_during_outage(run, cut)
-            assert not leaked, f"updates relayed while the database was down: {leaked}"
-            if time.monotonic() - stopped_at > REFUSAL_SECONDS:
-                run.save()
-            assert time.monotonic() - stopped_at < REFUSAL_SECONDS, (
-                f"writers not closed with 1013 at the bound within {REFUSAL_SECONDS}s: "
-                f"only {refused_at}; "
-                f"their closes: { {w.name: w.disconnects[-3:] for w in run.writers} }"
-            )
-            await asyncio.sleep(0.1)
-        run.figures["refused_at_bound_after_seconds"] = {
-            writer: round(at, 3) for writer, at in sorted(refused_at.items())
-        }
-        pending = {i.name: await pending_updates(i) for i in instances}
-        run.figures["pending_updates_at_bound"] = pending
-        # Two workers per instance, each holding at most the bound.
-        assert all(0 < count <= 2 * MAX_PENDING for count in pending.values()), pending
-        await asyncio.sleep(2.0)  # typing and reconnect attempts go on against the outage
-        leaked = relayed_during_outage(run, cut)
-        assert not leaked, f"updates relayed while the database was down: {leaked}"
-        for viewer, before in zip(viewers, held, strict=True):
-            new = set(split_tokens(str(viewer.text))) - before
-            assert not new, f"a viewer was sent undurable updates: {sorted(new)[:5]}"
-        codes = sorted({d.code for w in run.writers for d in w.disconnects}, key=str)
-        run.figures["close_codes_during_outage"] = codes
-        assert codes == [1013], f"writers saw close codes {codes} during the outage"
-        run.figures.update(
-            outage_seconds=round(time.monotonic() - stopped_at, 3),
-            inserted_during_outage=sum(len(w.inserted) - cut[w.name] for w in run.writers),
-            disconnects_during_outage=run.disconnect_count(),
-        )
-
-        await asyncio.to_thread(private_postgres.start)
-        back_at = time.monotonic()
-        run.window("postgres_down", stopped_at, back_at)
-        due = run.checkpoint()
+    extra_env = {"COLLAB_MAX_PENDING_UPDATES": str(MAX_PENDING)}
+    async with editing_run(name, private_postgres.url, extra_env=extra_env) as cluster:
+        run, instances = cluster.run, cluster.instances
+        # Viewers must end up with everything too.
+        viewers = [
+            viewer
+            for instance in (instances if with_viewers else [])
+            for viewer in await clients_on_distinct_workers(f"{instance.ws_url}/{name}", 2)
+        ]
         try:
-            took = await run.converge_after(back_at, due, what="PostgreSQL restarted")
-        except AssertionError as error:
-            run.save()  # the figures of the outage, for the report
-            diagnosis = await run.diagnose(due, instances)
-            raise AssertionError(f"{error}\ndiagnosis: {json.dumps(diagnosis)}") from None
-        assert took < CONVERGENCE_BOUND_SECONDS
-        await asyncio.sleep(1.0)
-        run.window("after_outage", back_at, time.monotonic())
-        await run.final_check(instances)
-        expected = run.inserted()
-        await wait_until(
-            lambda: all(set(split_tokens(str(v.text))) >= expected for v in viewers),
-            timeout=CONVERGENCE_BOUND_SECONDS,
-            what="every viewer holding every insert",
-        )
-        for viewer in viewers:
-            tokens = split_tokens(str(viewer.text))
-            assert len(tokens) == len(set(tokens)) and set(tokens) == expected, (
-                f"viewer {viewer.instance} lacks {sorted(expected - set(tokens))[:5]}"
+            await asyncio.to_thread(private_postgres.stop)
+            stopped_at = time.monotonic()
+            cut = relay_cut(run)
+            held = [set(split_tokens(str(viewer.text))) for viewer in viewers]
+
+            # Every writer keeps typing: each worker's journal fills up to the bound, and
+            # then every writer it serves is closed with 1013 at its next update.
+            refused_at: dict[str, float] = {}
+            while len(refused_at) < len(run.writers):
+                for writer in run.writers:
+                    if writer.name not in refused_at and any(
+                        d.at > stopped_at and d.code == 1013 and BOUND_REASON in d.reason
+                        for d in writer.disconnects
+                    ):
+                        refused_at[writer.name] = time.monotonic() - stopped_at
+                assert_nothing_relayed(run, cut)
+                if time.monotonic() - stopped_at > REFUSAL_SECONDS:
+                    run.save()
+                assert time.monotonic() - stopped_at < REFUSAL_SECONDS, (
+                    f"writers not closed with 1013 at the bound within {REFUSAL_SECONDS}s: "
+                    f"only {refused_at}; "
+                    f"their closes: { {w.name: w.disconnects[-3:] for w in run.writers} }"
+                )
+                await asyncio.sleep(0.1)
+            run.figures["refused_at_bound_after_seconds"] = {
+                writer: round(at, 3) for writer, at in sorted(refused_at.items())
+            }
+            pending = {i.name: await pending_updates(i) for i in instances}
+            run.figures["pending_updates_at_bound"] = pending
+            # Two workers per instance, each holding at most the bound.
+            assert all(0 < count <= 2 * MAX_PENDING for count in pending.values()), pending
+            await asyncio.sleep(2.0)  # typing and reconnect attempts go on against the outage
+            assert_nothing_relayed(run, cut)
+            for viewer, before in zip(viewers, held, strict=True):
+                new = set(split_tokens(str(viewer.text))) - before
+                assert not new, f"a viewer was sent undurable updates: {sorted(new)[:5]}"
+            codes = close_codes(run)
+            run.figures["close_codes_during_outage"] = codes
+            assert codes == [1013], f"writers saw close codes {codes} during the outage"
+            run.figures.update(
+                outage_seconds=round(time.monotonic() - stopped_at, 3),
+                inserted_during_outage=sum(inserted_since(run, cut).values()),
+                disconnects_during_outage=run.disconnect_count(),
             )
-        run.figures["viewers_complete"] = len(viewers)
-        run.save()
-    finally:
-        for viewer in viewers:
-            await viewer.close()
-        await run.close()
-    await assert_idle(instances)
+
+            await asyncio.to_thread(private_postgres.start)
+            back_at = time.monotonic()
+            run.window("postgres_down", stopped_at, back_at)
+            due = run.checkpoint()
+            try:
+                took = await run.converge_after(back_at, due, what="PostgreSQL restarted")
+            except AssertionError as error:
+                run.save()  # the figures of the outage, for the report
+                diagnosis = await run.diagnose(due, instances)
+                raise AssertionError(f"{error}\ndiagnosis: {json.dumps(diagnosis)}") from None
+            assert took < CONVERGENCE_BOUND_SECONDS
+            await asyncio.sleep(1.0)
+            run.window("after_outage", back_at, time.monotonic())
+            await run.final_check(instances)
+            expected = run.inserted()
+            await wait_until(
+                lambda: all(set(split_tokens(str(v.text))) >= expected for v in viewers),
+                timeout=CONVERGENCE_BOUND_SECONDS,
+                what="every viewer holding every insert",
+            )
+            for viewer in viewers:
+                tokens = split_tokens(str(viewer.text))
+                assert len(tokens) == len(set(tokens)) and set(tokens) == expected, (
+                    f"viewer {viewer.instance} lacks {sorted(expected - set(tokens))[:5]}"
+                )
+            run.figures["viewers_complete"] = len(viewers)
+            run.save()
+        finally:
+            for viewer in viewers:
+                await viewer.close()

@@ -19,70 +19,46 @@ import time
 
 from tests.faults.harness import (
     CONVERGENCE_BOUND_SECONDS,
-    assert_idle,
-    begin_run,
     get,
     idle_report,
-    readyz,
     start_editors,
-    start_gateway,
     wait_for_readiness,
     wait_gateway_sees,
 )
-from tests.support.processes import EditorInstance
+from tests.faults.outage import (
+    assert_not_ready,
+    assert_nothing_relayed,
+    assert_nothing_relayed_until,
+    inserted_since,
+    pending_updates,
+    recover,
+    relay_cut,
+)
+from tests.faults.scenario import EditingRun, close_codes
+from tests.support.pgcluster import PrivatePostgres
 from tests.support.yclient import YClient, clients_on_distinct_workers, wait_until
 
 OUTAGE_SECONDS = 10.0
 
 
-def relayed_during_outage(run, cut: dict[str, int]) -> dict[str, list[str]]:
-    """Tokens written during the outage that reached another writer: must stay empty."""
-    leaked: dict[str, list[str]] = {}
-    for writer in run.writers:
-        held = set(writer.tokens())
-        foreign = [
-            token
-            for other in run.writers
-            if other is not writer
-            for token in other.inserted[cut[other.name] :]
-            if token in held
-        ]
-        if foreign:
-            leaked[writer.name] = foreign[:5]
-    return leaked
-
-
 async def test_postgres_stopped_for_10s_relays_nothing_undurable_then_stores_everything(
-    editors, gateways, private_postgres, redis_server
-):
-    instances = await start_editors(editors, private_postgres.url, redis_server.url)
-    gateway = await start_gateway(gateways, instances)
-    run = await begin_run("postgres-outage", "postgres-outage", instances, [gateway])
-    try:
+    editing_run: EditingRun, private_postgres: PrivatePostgres
+) -> None:
+    async with editing_run("postgres-outage", private_postgres.url) as cluster:
+        run, instances = cluster.run, cluster.instances
         await asyncio.to_thread(private_postgres.stop)
         stopped_at = time.monotonic()
         assert not private_postgres.accepts_connections()
         # From here on nothing new can become durable, so nothing new may be relayed.
-        cut = {writer.name: len(writer.inserted) for writer in run.writers}
+        cut = relay_cut(run)
+        run.figures["readyz_while_down"] = await assert_not_ready(instances, "database")
 
-        answers = await asyncio.gather(*(readyz(instance) for instance in instances))
-        for status, body in answers:
-            assert status == 503, body
-            assert body["checks"] == {"database": "unavailable", "redis": "ok"}, body
-        run.figures["readyz_while_down"] = [body for _, body in answers]
-
-        samples = 0
-        while time.monotonic() - stopped_at < OUTAGE_SECONDS:
-            leaked = relayed_during_outage(run, cut)
-            assert not leaked, f"updates relayed while the database was down: {leaked}"
-            samples += 1
-            await asyncio.sleep(0.2)
+        samples = await assert_nothing_relayed_until(run, cut, stopped_at + OUTAGE_SECONDS)
         run.figures["gateway_readyz_during_outage"] = (
-            await get(f"{gateway.base_url}/readyz")
+            await get(f"{cluster.gateway.base_url}/readyz")
         ).json()
-        leaked = relayed_during_outage(run, cut)
-        assert not leaked, f"updates relayed while the database was down: {leaked}"
-        written = {w.name: len(w.inserted) - cut[w.name] for w in run.writers}
+        assert_nothing_relayed(run, cut)
+        written = inserted_since(run, cut)
         assert all(count > 0 for count in written.values()), f"writers stalled: {written}"
         assert all(w.online for w in run.writers), "writers were disconnected by the outage"
         run.figures.update(
@@ -95,19 +71,8 @@ async def test_postgres_stopped_for_10s_relays_nothing_undurable_then_stores_eve
         await asyncio.to_thread(private_postgres.start)
         back_at = time.monotonic()
         run.window("postgres_down", stopped_at, back_at)
-        took = await run.converge_after(back_at, run.checkpoint(), what="PostgreSQL restarted")
-        assert took < CONVERGENCE_BOUND_SECONDS
-        for instance in instances:
-            run.record(
-                "ready_again_seconds",
-                round(await wait_for_readiness(instance, 200, timeout=5, what="restart"), 3),
-            )
-        await asyncio.sleep(1.0)
-        run.window("after_outage", back_at, time.monotonic())
+        await recover(run, instances, back_at, what="PostgreSQL restarted", ready_after="restart")
         await run.final_check(instances)
-    finally:
-        await run.close()
-    await assert_idle(instances)
 
 
 def state_of(client: YClient) -> dict[str, object]:
@@ -167,18 +132,9 @@ async def test_a_client_joining_during_a_postgres_outage_is_told_to_retry_and_no
     )
 
 
-async def pending_updates(instance: EditorInstance) -> float:
-    """collab_pending_updates of an editor instance (summed over its workers)."""
-    response = await get(f"{instance.base_url}/metrics")
-    for line in response.text.splitlines():
-        if line.startswith("collab_pending_updates "):
-            return float(line.split()[1])
-    raise AssertionError("collab_pending_updates is missing from /metrics")
-
-
 async def test_sigkill_of_an_editor_during_a_postgres_outage_loses_no_insert(
-    editors, gateways, private_postgres, redis_server
-):
+    editing_run: EditingRun, private_postgres: PrivatePostgres
+) -> None:
     """An editor dies (SIGKILL) holding updates it accepted while the database was down.
 
     Those updates were never durable, so they must never have been relayed to anyone
@@ -187,11 +143,8 @@ async def test_sigkill_of_an_editor_during_a_postgres_outage_loses_no_insert(
     the server everything it lacks, those updates included: everyone converges and
     every insert ends up stored exactly once.
     """
-    instances = await start_editors(editors, private_postgres.url, redis_server.url)
-    gateway = await start_gateway(gateways, instances)
-    name = "postgres-outage-sigkill"
-    run = await begin_run(name, name, instances, [gateway])
-    try:
+    async with editing_run("postgres-outage-sigkill", private_postgres.url) as cluster:
+        run, instances = cluster.run, cluster.instances
         victim = run.busiest(instances)
         survivor = next(instance for instance in instances if instance is not victim)
         on_victim = run.on(victim.base_url)
@@ -199,18 +152,17 @@ async def test_sigkill_of_an_editor_during_a_postgres_outage_loses_no_insert(
 
         await asyncio.to_thread(private_postgres.stop)
         stopped_at = time.monotonic()
-        cut = {writer.name: len(writer.inserted) for writer in run.writers}
+        cut = relay_cut(run)
         await asyncio.sleep(3.0)  # the victim accepts updates it cannot make durable
         pending = await pending_updates(victim)
-        leaked = relayed_during_outage(run, cut)
-        assert not leaked, f"updates relayed while the database was down: {leaked}"
+        assert_nothing_relayed(run, cut)
         # Inserts the victim accepted (its writers were online on it) and holds undurable.
         held_by_victim = {
             token
             for writer in on_victim
             for token in writer.inserted[cut[writer.name] :]
-            if writer.inserted_on.get(token) is not None
-            and writer.inserted_on[token][0] == victim.base_url  # type: ignore[index]
+            if (placed := writer.inserted_on.get(token)) is not None
+            and placed[0] == victim.base_url
         }
         disconnects = run.disconnect_count()
         killed_at = time.monotonic()
@@ -218,18 +170,15 @@ async def test_sigkill_of_an_editor_during_a_postgres_outage_loses_no_insert(
 
         # The rest of the outage: the victim's writers cannot get back in (the survivor
         # cannot confirm a sync), everyone keeps typing, still nothing undurable flows.
-        while time.monotonic() - stopped_at < OUTAGE_SECONDS:
-            leaked = relayed_during_outage(run, cut)
-            assert not leaked, f"updates relayed while the database was down: {leaked}"
-            await asyncio.sleep(0.2)
+        await assert_nothing_relayed_until(run, cut, stopped_at + OUTAGE_SECONDS)
         assert run.disconnect_count() > disconnects, "the kill closed no writer"
         run.figures.update(
             writers_on_victim=len(on_victim),
             pending_on_victim_before_kill=pending,
             inserts_held_undurable_by_victim=len(held_by_victim),
             killed_after_seconds=round(killed_at - stopped_at, 3),
-            inserted_during_outage=sum(len(w.inserted) - cut[w.name] for w in run.writers),
-            close_codes_seen=sorted({d.code for w in run.writers for d in w.disconnects}, key=str),
+            inserted_during_outage=sum(inserted_since(run, cut).values()),
+            close_codes_seen=close_codes(run),
         )
         assert pending > 0 and held_by_victim, "the victim held nothing undurable when killed"
 
@@ -248,10 +197,7 @@ async def test_sigkill_of_an_editor_during_a_postgres_outage_loses_no_insert(
         run.record("convergence_after_postgres_seconds", round(since_postgres, 3))
         for instance in (survivor, victim):
             await wait_for_readiness(instance, 200, timeout=10, what="restart")
-        await wait_gateway_sees(gateway, 2)
+        await wait_gateway_sees(cluster.gateway, 2)
         await asyncio.sleep(1.0)
         run.window("after_outage", postgres_back_at, time.monotonic())
         await run.final_check(instances)
-    finally:
-        await run.close()
-    await assert_idle(instances)

@@ -24,19 +24,11 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any
 
-from tests.faults.harness import (
-    CONVERGENCE_BOUND_SECONDS,
-    assert_idle,
-    begin_run,
-    group_subscriptions,
-    readyz,
-    start_editors,
-    start_gateway,
-    wait_for_readiness,
-)
-from tests.support.processes import EditorInstance
+from tests.faults.harness import CONVERGENCE_BOUND_SECONDS, Run, group_subscriptions
+from tests.faults.outage import assert_not_ready, recover
+from tests.faults.scenario import EditingRun
+from tests.support.processes import EditorInstance, PostgresDatabase, RedisServer
 from tests.support.resilient import split_tokens
 from tests.support.yclient import YClient
 
@@ -138,16 +130,7 @@ class ProcessProbes:
             await client.close()
 
 
-async def assert_not_ready_for_redis(instances: list[EditorInstance]) -> list[dict[str, Any]]:
-    """Every editor's /readyz answers 503 naming Redis (and only Redis) as unavailable."""
-    answers = await asyncio.gather(*(readyz(instance) for instance in instances))
-    for status, body in answers:
-        assert status == 503, body
-        assert body["checks"] == {"database": "ok", "redis": "unavailable"}, body
-    return [body for _, body in answers]
-
-
-async def resubscribed(run, redis_url: str, expected: int, timeout: float = 5) -> float:
+async def resubscribed(run: Run, redis_url: str, expected: int, timeout: float = 5) -> float:
     """Wait until the editors' document subscriptions on Redis are back to `expected`.
 
     Without them fan-out would silently fall back to the heal loop for good (edits
@@ -168,12 +151,10 @@ async def resubscribed(run, redis_url: str, expected: int, timeout: float = 5) -
 
 
 async def test_redis_restart_mid_run_loses_nothing_and_converges_within_5s(
-    editors, gateways, pg_database, redis_server
-):
-    instances = await start_editors(editors, pg_database.url, redis_server.url)
-    gateway = await start_gateway(gateways, instances)
-    run = await begin_run("redis-restart", "redis-restart", instances, [gateway])
-    try:
+    editing_run: EditingRun, pg_database: PostgresDatabase, redis_server: RedisServer
+) -> None:
+    async with editing_run("redis-restart", pg_database.url) as cluster:
+        run, instances = cluster.run, cluster.instances
         subscriptions = await group_subscriptions(redis_server.url)
         assert subscriptions >= 2, "the document should be served by several processes"
         run.figures["group_subscriptions"] = subscriptions
@@ -181,7 +162,7 @@ async def test_redis_restart_mid_run_loses_nothing_and_converges_within_5s(
         due = run.checkpoint()
         down_at = time.monotonic()
         await asyncio.to_thread(redis_server.stop)
-        run.figures["readyz_while_down"] = await assert_not_ready_for_redis(instances)
+        run.figures["readyz_while_down"] = await assert_not_ready(instances, "redis")
         # Redis is transport only: without it the heal loop still converges everyone
         # from the log (DESIGN, promise 1), so Redis stays down until they have.
         await run.converge_after(down_at, due, what="Redis went down", record="while_down_seconds")
@@ -189,97 +170,88 @@ async def test_redis_restart_mid_run_loses_nothing_and_converges_within_5s(
         run.window("redis_down", down_at, time.monotonic())
 
         await asyncio.to_thread(redis_server.start)
-        up_at = time.monotonic()
-        took = await run.converge_after(up_at, run.checkpoint(), what="Redis restarted")
-        assert took < CONVERGENCE_BOUND_SECONDS
-        for instance in instances:
-            run.record(
-                "ready_again_seconds",
-                round(await wait_for_readiness(instance, 200, timeout=5, what="restart"), 3),
-            )
-        await resubscribed(run, redis_server.url, subscriptions)
-        await asyncio.sleep(1.0)
-        run.window("after_restart", up_at, time.monotonic())
+        await recover(
+            run,
+            instances,
+            time.monotonic(),
+            what="Redis restarted",
+            ready_after="restart",
+            window="after_restart",
+            also=lambda: resubscribed(run, redis_server.url, subscriptions),
+        )
         assert run.disconnect_count() == 0, "a Redis restart should not close any client"
         await run.final_check(instances)
-    finally:
-        await run.close()
-    await assert_idle(instances)
 
 
 async def test_redis_unreachable_for_10s_loses_nothing_and_converges_within_5s(
-    editors, gateways, pg_database, redis_server
-):
-    instances = await start_editors(editors, pg_database.url, redis_server.url)
-    gateway = await start_gateway(gateways, instances)
-    run = await begin_run("redis-unreachable", "redis-unreachable", instances, [gateway])
-    probes = ProcessProbes()
+    editing_run: EditingRun, pg_database: PostgresDatabase, redis_server: RedisServer
+) -> None:
     assert redis_server.process is not None
     pid = redis_server.process.pid
-    try:
-        await probes.place(instances, "redis-unreachable-probes")
-        probes.start()
-        await asyncio.sleep(1.0)
-        subscriptions = await group_subscriptions(redis_server.url)
-        assert subscriptions >= 5, "both documents should be served by several processes"
-        run.figures["group_subscriptions"] = subscriptions
-
-        due = run.checkpoint()
-        stopped_at = time.monotonic()
-        os.kill(pid, signal.SIGSTOP)
+    async with editing_run("redis-unreachable", pg_database.url) as cluster:
+        run, instances = cluster.run, cluster.instances
+        probes = ProcessProbes()
         try:
-            # Publishing no longer holds commits: edits keep flowing, between processes
-            # through the heal loop, within the promised bound (measured while readiness
-            # is checked, which takes the 2 s Redis timeout).
-            readiness, _ = await asyncio.gather(
-                assert_not_ready_for_redis(instances),
-                run.converge_after(
-                    stopped_at,
-                    due,
-                    what="Redis stopped answering",
-                    record="while_unreachable_seconds",
-                ),
-            )
-            run.figures["readyz_while_unreachable"] = readiness
-            await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        back_at = time.monotonic()
-        run.window("redis_unreachable", stopped_at, back_at)
-        # Every insert made while Redis hung, from every writer to every other one: the
-        # delay until it arrived (or, if it had not by SIGCONT, how long it had waited).
-        during = {
-            "writers": run.pair_delays(stopped_at, back_at),
-            "probes": probes.pair_delays(stopped_at, back_at),
-        }
-        run.figures["pair_propagation_while_unreachable"] = {
-            who: {path: run.summarize(delays) for path, delays in paths.items()}
-            for who, paths in during.items()
-        }
-        for who, paths in during.items():
-            for path, delays in paths.items():
-                if who == "probes":  # placed for certain: every path is exercised
-                    assert delays, f"no {path} pairs among the probes"
-                slowest = max(delays, default=0.0)
-                assert slowest <= CONVERGENCE_BOUND_SECONDS, (
-                    f"while Redis hung, an insert took {slowest:.2f}s to reach a {who} "
-                    f"peer ({path}): {run.summarize(delays)}"
+            await probes.place(instances, "redis-unreachable-probes")
+            probes.start()
+            await asyncio.sleep(1.0)
+            subscriptions = await group_subscriptions(redis_server.url)
+            assert subscriptions >= 5, "both documents should be served by several processes"
+            run.figures["group_subscriptions"] = subscriptions
+
+            due = run.checkpoint()
+            stopped_at = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                # Publishing no longer holds commits: edits keep flowing, between
+                # processes through the heal loop, within the promised bound (measured
+                # while readiness is checked, which takes the 2 s Redis timeout).
+                readiness, _ = await asyncio.gather(
+                    assert_not_ready(instances, "redis"),
+                    run.converge_after(
+                        stopped_at,
+                        due,
+                        what="Redis stopped answering",
+                        record="while_unreachable_seconds",
+                    ),
                 )
-        took = await run.converge_after(back_at, run.checkpoint(), what="Redis answering again")
-        assert took < CONVERGENCE_BOUND_SECONDS
-        for instance in instances:
-            run.record(
-                "ready_again_seconds",
-                round(await wait_for_readiness(instance, 200, timeout=5, what="SIGCONT"), 3),
+                run.figures["readyz_while_unreachable"] = readiness
+                await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - stopped_at)))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            back_at = time.monotonic()
+            run.window("redis_unreachable", stopped_at, back_at)
+            # Every insert made while Redis hung, from every writer to every other one:
+            # the delay until it arrived (or, if it had not by SIGCONT, how long it had
+            # waited).
+            during = {
+                "writers": run.pair_delays(stopped_at, back_at),
+                "probes": probes.pair_delays(stopped_at, back_at),
+            }
+            run.figures["pair_propagation_while_unreachable"] = {
+                who: {path: run.summarize(delays) for path, delays in paths.items()}
+                for who, paths in during.items()
+            }
+            for who, paths in during.items():
+                for path, delays in paths.items():
+                    if who == "probes":  # placed for certain: every path is exercised
+                        assert delays, f"no {path} pairs among the probes"
+                    slowest = max(delays, default=0.0)
+                    assert slowest <= CONVERGENCE_BOUND_SECONDS, (
+                        f"while Redis hung, an insert took {slowest:.2f}s to reach a {who} "
+                        f"peer ({path}): {run.summarize(delays)}"
+                    )
+            await recover(
+                run,
+                instances,
+                back_at,
+                what="Redis answering again",
+                ready_after="SIGCONT",
+                also=lambda: resubscribed(run, redis_server.url, subscriptions),
             )
-        await resubscribed(run, redis_server.url, subscriptions)
-        await asyncio.sleep(1.0)
-        run.window("after_outage", back_at, time.monotonic())
-        assert run.disconnect_count() == 0, "an unresponsive Redis should not close any client"
-        assert not any(c.closed.is_set() for c in probes.clients), "a probe was closed"
-        await probes.close()
-        await run.final_check(instances)
-    finally:
-        await probes.close()
-        await run.close()
-    await assert_idle(instances)
+            assert run.disconnect_count() == 0, "an unresponsive Redis should not close any client"
+            assert not any(c.closed.is_set() for c in probes.clients), "a probe was closed"
+            await probes.close()
+            await run.final_check(instances)
+        finally:
+            await probes.close()

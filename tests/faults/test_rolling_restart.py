@@ -15,26 +15,20 @@ import time
 
 from tests.faults.harness import (
     CONVERGENCE_BOUND_SECONDS,
-    assert_idle,
-    begin_run,
-    start_editors,
-    start_gateway,
     wait_for_readiness,
     wait_gateway_sees,
 )
-from tests.support.processes import EditorInstance, GatewayInstance
+from tests.faults.scenario import EditingRun, close_codes
+from tests.support.processes import EditorInstance, GatewayInstance, PostgresDatabase
 
 
 async def test_rolling_restart_of_every_editor_and_gateway_loses_no_insert(
-    editors, gateways, pg_database, redis_server
-):
-    instances = await start_editors(editors, pg_database.url, redis_server.url)
-    fronts = [
-        await start_gateway(gateways, instances, name=f"faults-gateway-{index}")
-        for index in range(2)
-    ]
-    run = await begin_run("rolling-restart", "rolling", instances, fronts)
-    try:
+    editing_run: EditingRun, pg_database: PostgresDatabase
+) -> None:
+    async with editing_run(
+        "rolling-restart", pg_database.url, doc_id="rolling", fronts=2
+    ) as cluster:
+        run, instances, fronts = cluster.run, cluster.instances, cluster.fronts
         rolling_from = time.monotonic()
         rolling: list[EditorInstance | GatewayInstance] = [*instances, *fronts]
         for process in rolling:
@@ -65,11 +59,8 @@ async def test_rolling_restart_of_every_editor_and_gateway_loses_no_insert(
             await asyncio.sleep(1.0)  # typing goes on before the next one rolls
 
         run.window("rolling_restart", rolling_from, time.monotonic())
-        codes = sorted({d.code for w in run.writers for d in w.disconnects}, key=str)
+        codes = close_codes(run)
         run.figures["close_codes_seen"] = codes
         # A graceful restart says so: 1012 "restarting; reconnect", from editor or gateway.
         assert codes == [1012], f"writers saw close codes {codes} during a graceful restart"
         await run.final_check(instances)
-    finally:
-        await run.close()
-    await assert_idle(instances)
