@@ -37,6 +37,9 @@ CORPUS = Path(__file__).parent / "corpus"
 MAX_FRAME_BYTES = 64 * 1024
 MAX_AWARENESS_BYTES = 64 * 1024  # the service's fixed awareness limit
 MAX_DOCUMENT_BYTES = 256 * 1024
+# What of clients' updates may wait inside one room for changes it lacks: the service
+# bounds it by its frame limit.
+MAX_WAITING_BYTES = MAX_FRAME_BYTES
 
 BAD_FRAME = 4400
 TOO_LARGE = 4413
@@ -149,7 +152,22 @@ def _changes_of(base: bytes, update: bytes) -> list[bytes]:
     changes: list[bytes] = []
     doc.observe(lambda event: changes.append(event.update))
     doc.apply_update(update)
-    return [change for change in changes if change != b"\x00\x00"]
+    return [change for change in changes if not carries_nothing(change)]
+
+
+def carries_nothing(update: bytes) -> bool:
+    """Whether an update has no struct and no deleted range: "00 00", or a delete set
+    that names clients without ranges (yrs reports such changes for zero-length GCs)."""
+    structs, offset = read_varint(update, 0)
+    if structs:
+        return False
+    clients, offset = read_varint(update, offset)
+    for _ in range(clients):
+        _client, offset = read_varint(update, offset)
+        ranges, offset = read_varint(update, offset)
+        if ranges:
+            return False
+    return True
 
 
 def covers(big: bytes, small: bytes) -> bool:
@@ -175,11 +193,18 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
 
 
 def leaves_pending(after: Doc[Any], update: bytes) -> bool:
-    """Whether applying `update` left structs or deletions waiting for missing updates.
+    """Whether applying `update` left structs or deletions waiting for missing updates."""
+    return waiting_rest(after, update) is not None
+
+
+def waiting_rest(after: Doc[Any], update: bytes) -> bytes | None:
+    """What of `update` waits in `after`, a document it was applied to; None if nothing.
 
     yrs keeps such parts inside the Doc (not in its encoded state) and integrates them
-    when the missing updates arrive. `after` is a document the update was applied to:
-    what of the update lies beyond its state vector, or deletes beyond it, is waiting.
+    when the missing updates arrive: what of the update lies beyond the state vector of
+    `after`, or deletes beyond it, is waiting. The rest is pycrdt's `get_update` of the
+    update against that state vector (its delete set whole): an update itself, that can
+    be checked again once the document has more.
     """
     have = decode_state_vector(after.get_state())
     try:
@@ -187,11 +212,11 @@ def leaves_pending(after: Doc[Any], update: bytes) -> bool:
     except BaseException as error:
         if not _contained(error):
             raise
-        return False  # it does not decode: yrs integrated none of it
+        return None  # it does not decode: yrs integrated none of it
     try:
         structs, offset = read_varint(rest, 0)
         if structs:
-            return True
+            return rest
         clients, offset = read_varint(rest, offset)
         for _ in range(clients):
             client, offset = read_varint(rest, offset)
@@ -200,10 +225,10 @@ def leaves_pending(after: Doc[Any], update: bytes) -> bool:
                 clock, offset = read_varint(rest, offset)
                 length, offset = read_varint(rest, offset)
                 if clock + length > have.get(client, 0):
-                    return True
+                    return rest
     except Exception:
-        return True
-    return False
+        return rest
+    return None
 
 
 # The oracle ----------------------------------------------------------------------------------
@@ -217,8 +242,27 @@ class Verdict:
 
     code: int | None  # the close code, None when the frame is accepted
     kind: str  # the message kind, "text", "invalid" or "oversized"
-    pending: bool = False  # an update that leaves parts waiting (see leaves_pending)
-    panic: bool = False  # yrs panicked on it (PanicException): its Doc may be corrupt
+    # An update that leaves part of itself outside the document (see waiting_rest):
+    # waiting for changes the room lacks or, for one yrs refuses, failed (neither the
+    # service nor this oracle can tell which). Accepted while what waits in the room
+    # stays within MAX_WAITING_BYTES; refused by yrs, the room is rebuilt from the store.
+    pending: bool = False
+    panic: bool = False  # yrs panicked on it (PanicException): refused, room rebuilt
+    overclaims: bool = False  # its header claims more clients than it has bytes: refused unread
+    overflow: bool = False  # with it, more than MAX_WAITING_BYTES wait: refused, room rebuilt
+    # Known bug 7 (tests/fuzz/README.md): what yrs reports it took in of this update,
+    # which the service stores and relays, deletes items nobody has: it waits too.
+    change_waits: bool = False
+    # Known bug 9: once the room holds this update, encoding its Doc panics in yrs.
+    unencodable: bool = False
+    # Known bug 10: it waits, yet yrs shows part of it in the room (the state vector
+    # moves) without reporting a change: joiners get what was never stored or relayed.
+    silent: bool = False
+
+    @property
+    def damages(self) -> bool:
+        """Whether the room must drop its Doc for the stored document after this frame."""
+        return self.panic or self.overflow or (self.pending and self.code is not None)
 
 
 def classify(frame: bytes | str, *, room_state: bytes, size_bytes: int) -> Verdict:
@@ -230,15 +274,27 @@ def classify(frame: bytes | str, *, room_state: bytes, size_bytes: int) -> Verdi
 
 
 class Oracle:
-    """`classify` with a reusable copy of the room: most frames leave it untouched."""
+    """`classify` with a copy of the room kept in step with it.
+
+    The copy takes every update the room takes, so it holds what waits in the room too
+    (an encoded state would not): the oracle tracks what of clients' updates waits, as
+    the room must, to tell when more than MAX_WAITING_BYTES would.
+    """
 
     def __init__(self) -> None:
         self._scratch: Doc[Any] | None = None
-        self._changed = False
+        self._changes: list[bytes] = []
+        self._waiting: list[bytes] = []
+
+    @property
+    def waiting_bytes(self) -> int:
+        """How much of the updates the room accepted waits in it."""
+        return sum(map(len, self._waiting))
 
     def forget(self) -> None:
-        """The room changed: the next verdict starts from a new copy."""
+        """The room was rebuilt from the store: start from a copy of it, nothing waiting."""
         self._scratch = None
+        self._waiting = []
 
     def verdict(
         self,
@@ -246,10 +302,8 @@ class Oracle:
         *,
         room_state: Callable[[], bytes],
         size_bytes: int,
-        gapless: bool = False,
     ) -> Verdict:
-        """`gapless`: the update is known to start at the room's clocks (a HalfValid), so
-        structs left over after a refusal are ones that failed, not ones that wait."""
+        """The verdict for `frame`; `room_state` gives the room's full state when needed."""
         if isinstance(frame, str):
             return Verdict(BAD_FRAME, "text")
         if len(frame) > MAX_FRAME_BYTES:
@@ -274,42 +328,143 @@ class Oracle:
                 Awareness(Doc()).apply_awareness_update(framed.payload, None)
             except _AWARENESS_DECODE_ERRORS:
                 return Verdict(BAD_FRAME, "awareness")
+            if not all(browser_reads(text) for text in presence_texts(framed.payload)):
+                return Verdict(BAD_FRAME, "awareness")
             return Verdict(None, "awareness")
         update = framed.payload
         if update == b"\x00\x00":
             return Verdict(None, framed.kind)
         if size_bytes + len(update) > MAX_DOCUMENT_BYTES:
             return Verdict(TOO_LARGE, framed.kind)
+        if claims_more_clients_than_bytes(update):
+            return Verdict(BAD_FRAME, framed.kind, overclaims=True)
         scratch = self._scratch
         if scratch is None:
             scratch = self._scratch = Doc()
             scratch.apply_update(room_state())
             scratch.observe(self._note_change)
-        self._changed = False
+        self._changes = []
+        state_before = scratch.get_state()
         try:
             scratch.apply_update(update)
         except BaseException as error:
             if not _contained(error):
                 raise
             panic = not isinstance(error, Exception)
-            # A refused update can still leave structs behind, waiting or even visible
-            # (yrs integrates what it can before it fails): that is a known bug too.
-            pending = not panic and not gapless and leaves_pending(scratch, update)
-            if panic or pending or self._changed:
-                self._scratch = None
-            return Verdict(BAD_FRAME, framed.kind, pending=pending, panic=panic)
-        pending = leaves_pending(scratch, update)
-        if pending or self._changed:
-            self._scratch = None
-        return Verdict(None, framed.kind, pending=pending)
+            # yrs integrates what it can before it fails: what is left of the update may
+            # wait inside the Doc (or even show in it later), so it counts as pending.
+            pending = not panic and leaves_pending(scratch, update)
+            verdict = Verdict(
+                BAD_FRAME,
+                framed.kind,
+                pending=pending,
+                panic=panic,
+                change_waits=self._change_waits(room_state),
+                unencodable=not (panic or pending) and self._unencodable(scratch),
+            )
+            if verdict.damages or verdict.unencodable:
+                self.forget()
+            return verdict
+        rest = waiting_rest(scratch, update)
+        waiting = self._waiting
+        if waiting and self._changes:  # what the update brought may complete waiting parts
+            rests = (waiting_rest(scratch, part) for part in waiting)
+            waiting = [rest for rest in rests if rest is not None]
+        if rest is not None:
+            waiting = [*waiting, rest]
+        self._waiting = waiting
+        overflow = self.waiting_bytes > MAX_WAITING_BYTES
+        verdict = Verdict(
+            BAD_FRAME if overflow else None,
+            framed.kind,
+            pending=rest is not None,
+            overflow=overflow,
+            change_waits=self._change_waits(room_state),
+            unencodable=not overflow
+            and (rest is not None or bool(self._changes))
+            and self._unencodable(scratch),
+            silent=rest is not None and not self._changes and scratch.get_state() != state_before,
+        )
+        if verdict.damages or verdict.unencodable:
+            self.forget()
+        return verdict
+
+    @staticmethod
+    def _unencodable(scratch: Doc[Any]) -> bool:
+        """Whether yrs panics encoding the copy of the room (known bug 9)."""
+        try:
+            scratch.get_update()
+        except BaseException as error:
+            if type(error).__name__ != "PanicException":
+                raise
+            return True
+        return False
+
+    def _change_waits(self, room_state: Callable[[], bytes]) -> bool:
+        """Whether the change yrs reported (stored and relayed) waits itself: known bug 7."""
+        return bool(self._changes) and still_waits(room_state(), self._changes)
 
     def _note_change(self, event: Any) -> None:
         if event.update != b"\x00\x00":
-            self._changed = True
+            self._changes.append(event.update)
+
+
+def still_waits(state: bytes, changes: list[bytes]) -> bool:
+    """Whether the changes yrs reported, applied to the document `state` they came from,
+    leave part of themselves waiting there (deletions of items nobody has)."""
+    doc: Doc[Any] = Doc()
+    doc.apply_update(state)
+    for change in changes:
+        doc.apply_update(change)
+    return any(leaves_pending(doc, change) for change in changes)
 
 
 def _contained(error: BaseException) -> bool:
     return isinstance(error, Exception) or type(error).__name__ == "PanicException"
+
+
+def claims_more_clients_than_bytes(update: bytes) -> bool:
+    """Whether the update's first varint (its number of clients) exceeds its length.
+
+    Every client takes at least three bytes, so such a count is a lie; yrs would reserve
+    memory for that many clients before reading on (bug 2 in tests/fuzz/README.md). A
+    count that runs past the end is left to yrs.
+    """
+    try:
+        count, _ = read_varint(update, 0)
+    except IndexError:
+        return False
+    return count > len(update)
+
+
+def presence_texts(payload: bytes) -> list[str]:
+    """The state texts of an awareness payload that pycrdt decodes.
+
+    y-protocols: a count, then per client its id, its clock and its state as a varint
+    length and that many bytes of UTF-8 JSON ("" or "null": the client is gone). Like
+    pycrdt's decoder, a length that runs past the end takes what is there.
+    """
+    count, offset = read_varint(payload, 0)
+    texts = []
+    for _ in range(count):
+        _client, offset = read_varint(payload, offset)
+        _clock, offset = read_varint(payload, offset)
+        length, offset = read_varint(payload, offset)
+        texts.append(payload[offset : offset + length].decode())
+        offset += length
+    return texts
+
+
+def browser_reads(text: str) -> bool:
+    """Whether a presence state is one y-protocols in a browser can take: empty, or strict
+    JSON (JSON.parse refuses NaN and Infinity) that is an object or null."""
+    if not text:
+        return True
+    try:
+        state = strict_json(text)
+    except (ValueError, RecursionError):
+        return False
+    return state is None or isinstance(state, dict)
 
 
 # Valid updates: a deterministic pool covering every shared type ---------------------------------
@@ -428,14 +583,25 @@ def author_update() -> bytes:
     return doc.get_update()
 
 
-def half_valid_update(clock: int, char: str, parent_clock: int) -> bytes:
-    """Two structs of the author at `clock`: a valid insert of `char` into the root text,
-    then an item whose parent is one of the author's characters (not a type): yrs keeps
-    the first and refuses the second, so the update is refused with a partial change."""
+def half_valid_update(
+    clock: int, char: str, parent_clock: int, *, client: int = AUTHOR_CLIENT
+) -> bytes:
+    """Two structs of `client` at `clock`: a valid insert of `char` into the root text,
+    then an item whose parent is one of that client's characters (not a type): yrs keeps
+    the first and refuses the second, so the update is refused with a partial change (and,
+    as the second struct is left outside the document, the room is rebuilt). From a new
+    client at clock 0 with `parent_clock` 0, that holds whatever the document."""
     raw = char.encode()
     first = b"\x04\x01" + varint(4) + b"text" + varint(len(raw)) + raw
-    second = b"\x08\x00" + varint(AUTHOR_CLIENT) + varint(parent_clock) + b"\x01\x7d\x01"
-    return varint(1) + varint(2) + varint(AUTHOR_CLIENT) + varint(clock) + first + second + b"\x00"
+    second = b"\x08\x00" + varint(client) + varint(parent_clock) + b"\x01\x7d\x01"
+    return varint(1) + varint(2) + varint(client) + varint(clock) + first + second + b"\x00"
+
+
+def text_inside(client: int, clock: int, parent: tuple[int, int]) -> bytes:
+    """An update with one struct of `client` at `clock`: an empty XmlText whose parent is
+    the item `parent` (client, clock). With clocks missing before it, it waits."""
+    struct = b"\x07\x00" + varint(parent[0]) + varint(parent[1]) + b"\x06"  # type, parent id
+    return varint(1) + varint(1) + varint(client) + varint(clock) + struct + b"\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -559,7 +725,7 @@ _unknown_types = st.one_of(
 
 @st.composite
 def awareness_payloads(draw: st.DrawFn) -> bytes:
-    """Awareness updates: valid, odd (non-object JSON, huge ids) and broken."""
+    """Awareness updates: valid, odd (non-object JSON, NaN, huge ids) and broken."""
     style = draw(st.integers(0, 6))
     if style == 0:
         return draw(st.binary(max_size=64))
@@ -573,6 +739,8 @@ def awareness_payloads(draw: st.DrawFn) -> bytes:
             "[1,2]",
             "{",
             '{"a":',
+            '{"x":NaN}',
+            '{"x":-Infinity}',
             "[" * 2000 + "]" * 2000,
             '{"\\ud800":1}',
         ]
@@ -668,11 +836,17 @@ def generate(strategy: st.SearchStrategy[Any], count: int, seed: int = 0) -> lis
     return drawn
 
 
-def enormous_update(rng: random.Random, size: int) -> bytes:
-    """A valid update of about `size` bytes from a new client (a big paste)."""
+def enormous_update(rng: random.Random, size: int, *, gap: bool = False) -> bytes:
+    """A valid update of about `size` bytes from a new client (a big paste); with `gap`,
+    one that depends on an earlier edit of that client, which nobody has: it waits."""
     doc: Doc[Any] = Doc(client_id=rng.randrange(1_000, 2**31))
-    doc.get("text", type=Text).insert(0, "z" * size)
-    return doc.get_update()
+    text = doc.get("text", type=Text)
+    before = b"\x00"
+    if gap:
+        text.insert(0, "y")
+        before = doc.get_state()
+    text.insert(0, "z" * size)
+    return doc.get_update(before)
 
 
 def seeded_frames(seed: int, count: int) -> list[bytes | HalfValid]:
@@ -680,7 +854,8 @@ def seeded_frames(seed: int, count: int) -> list[bytes | HalfValid]:
 
     Also: valid updates of the pool (in and out of order), mutated whole frames, random
     bytes, and now and then a valid but enormous update (near or above the frame limit)
-    so that documents reach their size cap.
+    so that documents reach their size cap, half of them waiting for an edit nobody has
+    so that rooms reach their bound on what may wait.
     """
     rng = random.Random(seed)
     pool = update_pool()
@@ -706,28 +881,9 @@ def seeded_frames(seed: int, count: int) -> list[bytes | HalfValid]:
             frames.append(HalfValid(rng.choice("!é✓z"), rng.randrange(5)))
         else:
             size = rng.choice([30_000, 50_000, MAX_FRAME_BYTES - 10, MAX_FRAME_BYTES + 100])
-            frames.append(update_frame(enormous_update(rng, size)))
+            gap = rng.random() < 0.5  # waiting ones fill the room's waiting bound
+            frames.append(update_frame(enormous_update(rng, size, gap=gap)))
     return frames
-
-
-# Yjs updates whose header claims this many clients (or more) make yrs reserve memory for
-# all of them before reading further: up to ~0.8 s and ~500 MB for a 4-byte update (a known bug,
-# tests/abuse/test_expensive_updates.py). The bulk fuzz leaves them to that test.
-EXPENSIVE_CLIENT_COUNT = 1 << 14
-
-
-def claims_many_clients(frame: bytes | str) -> bool:
-    """Whether `frame` carries a Yjs update whose first varint is a huge client count."""
-    if isinstance(frame, str):
-        return False
-    framed = read_frame(frame)
-    if framed is None or framed.kind not in ("update", "step2") or not framed.payload:
-        return False
-    try:
-        count, _ = read_varint(framed.payload, 0)
-    except IndexError:
-        return False
-    return count >= EXPENSIVE_CLIENT_COUNT
 
 
 # Nasty inputs kept as files --------------------------------------------------------------------

@@ -31,13 +31,13 @@ _ids = itertools.count()
 
 def make_registry(redis: RedisServer, **overrides: Any) -> RoomRegistry:
     """A registry like a worker's, with the fuzz limits, over PostgreSQL and Redis."""
-    config = CollabConfig(
-        channel_prefix=PREFIX,
-        heal_interval_seconds=0.2,
-        max_frame_bytes=MAX_FRAME_BYTES,
-        max_document_bytes=MAX_DOCUMENT_BYTES,
-        **overrides,
-    )
+    settings: dict[str, Any] = {
+        "channel_prefix": PREFIX,
+        "heal_interval_seconds": 0.2,
+        "max_frame_bytes": MAX_FRAME_BYTES,
+        "max_document_bytes": MAX_DOCUMENT_BYTES,
+    }
+    config = CollabConfig(**(settings | overrides))
     layer = RedisPubSubChannelLayer(hosts=[redis.url], prefix=PREFIX)
     store = AsyncStore(DocumentStore(using="postgres"))
     return RoomRegistry(store=store, layer=layer, config=config)

@@ -2,16 +2,20 @@
 a real socket.
 
 The corpus holds the nastiest representative inputs (overlong and truncated varints, huge
-length prefixes and counts, truncated and half-valid updates, odd awareness states, text)
-and every input the fuzz found that broke something (yrs panics, the 4-byte update that
-costs a worker half a gigabyte). One file per input: `.bin` is a binary frame, `.txt` a
-text frame. A property failure of the fuzz saves its input in test-artifacts/fuzz-findings/
-for this folder.
+length prefixes and counts, truncated and half-valid updates, updates with missing
+dependencies, odd awareness states, text) and every input the fuzz found that broke
+something (yrs panics, the 4-byte update that cost a worker half a gigabyte). One file per
+input: `.bin` is a binary frame, `.txt` a text frame. Over a socket, each input must get
+the oracle's code and leave a document that a fresh client and the store agree on, and
+that still holds everything written before (inputs that make the editor rebuild the room
+from the store included). A property failure of the fuzz saves its input in
+test-artifacts/fuzz-findings/ for this folder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +26,8 @@ from tests.fuzz.frames import (
     author_update,
     classify,
     corpus_inputs,
+    covers,
+    same_document,
     update_frame,
     update_pool,
 )
@@ -70,7 +76,8 @@ async def test_corpus_over_a_real_socket(editors, pg_database):
         for update in DOCUMENT:
             await writer.send(update_frame(update))
         state = _state_of(DOCUMENT)
-        expected = classify(frame, room_state=state, size_bytes=len(state)).code
+        verdict = classify(frame, room_state=state, size_bytes=len(state))
+        expected = verdict.code
         ws = await raw_socket(f"{editor.ws_url}/{doc_id}")
         await ws.send(frame)
         if expected is None:
@@ -81,7 +88,9 @@ async def test_corpus_over_a_real_socket(editors, pg_database):
         if code != expected:
             mismatches.append(f"{name}: {code}, expected {expected}")
         await writer.close()
-        await stored_state(editor.base_url, doc_id)  # still served, and it still decodes
+        # Known bug 10: what waits in a room can show to a fresh client, never stored.
+        if not verdict.silent and not await _consistent(editor, doc_id, state):
+            mismatches.append(f"{name}: a fresh client, the store and the document disagree")
         stats.record("corpus inputs replayed over a socket", 1)
     watcher.insert("after the corpus;")
     fresh = await YClient(f"{editor.ws_url}/corpus-watch").connect()
@@ -102,6 +111,21 @@ async def _still_answering(ws: Any) -> int | None:
                 return None
     except Exception:
         return ws.close_code if ws.close_code is not None else -1
+
+
+async def _consistent(editor: EditorInstance, doc_id: str, written: bytes) -> bool:
+    """Whether a fresh client gets the stored document, and it holds `written`."""
+    deadline = time.monotonic() + 5
+    while True:
+        fresh = await YClient(f"{editor.ws_url}/{doc_id}").connect()
+        stored = await stored_state(editor.base_url, doc_id)  # served, and it decodes
+        state = fresh.doc.get_update()
+        await fresh.close()
+        if same_document(state, stored) and covers(stored, written):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
 
 
 def _state_of(updates: Any) -> bytes:
