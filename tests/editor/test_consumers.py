@@ -266,9 +266,7 @@ async def test_unloaded_rooms_are_garbage_collected(two_processes):
     assert room() is None
 
 
-async def test_half_valid_update_closes_its_sender_and_what_yjs_kept_reaches_storage_and_peers(
-    two_processes,
-):
+async def test_half_valid_update_closes_its_sender_and_changes_nothing_anywhere(two_processes):
     from pycrdt import Doc, Text
 
     first, second = two_processes
@@ -282,19 +280,25 @@ async def test_half_valid_update_closes_its_sender_and_what_yjs_kept_reaches_sto
     await remote.pump_until(lambda: str(remote.text) == "hello")
 
     bad = await Peer(application(first), "half").connect()
-    # Valid struct ("!" at client 1, clock 5), then one whose parent is a character.
+    # Valid struct ("!" at client 1, clock 5), then one whose parent is a character: yrs
+    # integrates the first before it refuses the second, and cannot roll back.
     half_valid = bytes.fromhex("0102010504010474657874 012108000101017d0100".replace(" ", ""))
     await bad.send_raw(create_update_message(half_valid))
     await bad.pump_until(lambda: bad.close_code is not None)
-    assert bad.close_code == 4400
+    await first.settled(first.rooms["half"])
+    good.text += "?"
+    await good.push()
 
-    await good.pump_until(lambda: str(good.text) == "!hello")
-    await remote.pump_until(lambda: str(remote.text) == "!hello")
+    assert bad.close_code == 4400
+    await remote.pump_until(lambda: str(remote.text) == "hello?")
+    joiner = await Peer(application(first), "half").connect()
+    await joiner.pump_until(lambda: str(joiner.text) == "hello?")
     tail = await AsyncStore(DocumentStore(using="postgres")).read_since("half", 0)
     stored = Doc()
     stored.apply_update(tail.update)
-    assert str(stored.get("text", type=Text)) == "!hello"
-    for peer in (good, remote):
+    assert str(stored.get("text", type=Text)) == "hello?"
+    assert str(first.rooms["half"].doc.get("text", type=Text)) == "hello?"
+    for peer in (good, remote, joiner):
         await peer.close()
 
 
@@ -390,32 +394,31 @@ async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_
         await peer.close()
 
 
-async def test_updates_left_waiting_too_long_are_dropped_and_their_client_asked_to_sync_again(
+async def test_an_update_depending_on_what_the_room_lacks_is_dropped_and_its_client_asked(
     redis_server,
 ):
     from collab import metrics
     from pycrdt import Doc, Text
 
-    registry = make_registry(redis_server, max_waiting_seconds=0.5)
+    registry = make_registry(redis_server)
     await registry.start()
     try:
         writer = await Peer(application(registry), "waiting").connect()
         watcher = await Peer(application(registry), "waiting").connect()
         writer.text.insert(0, "hello")
         writer.text.insert(5, "!")
-        del writer._outbox[0]  # "hello" never reaches the server: "!" waits for it
+        del writer._outbox[0]  # "hello" never reaches the server: "!" depends on it
+        rebuilds = metrics.ROOM_REBUILDS._value.get()
         await writer.push()
         room = registry.rooms["waiting"]
-        await writer.pump_until(lambda: room.waiting_bytes > 0)
-        rebuilds = metrics.ROOM_REBUILDS._value.get()
 
-        # The heal loop drops the waiting part with the old Doc, then asks every client for
-        # what the room lacks; the writer's answer brings "hello" and "!" together.
+        # The room drops "!" with its old Doc, then asks the writer (which stays connected)
+        # for what it lacks; the writer's answer brings "hello" and "!" together.
         await writer.pump_until(lambda: str(room.doc.get("text", type=Text)) == "hello!")
         await watcher.pump_until(lambda: str(watcher.text) == "hello!")
 
+        assert writer.close_code is None
         assert metrics.ROOM_REBUILDS._value.get() == rebuilds + 1
-        assert room.waiting_bytes == 0 and room.waiting_since is None
         tail = await AsyncStore(DocumentStore(using="postgres")).read_since("waiting", 0)
         stored = Doc()
         stored.apply_update(tail.update)
@@ -424,3 +427,27 @@ async def test_updates_left_waiting_too_long_are_dropped_and_their_client_asked_
             await peer.close()
     finally:
         await registry.stop()
+
+
+async def test_a_connection_that_keeps_sending_updates_the_room_cannot_use_is_closed(
+    two_processes,
+):
+    from collab.session import MAX_WAITING_UPDATES
+    from pycrdt import Doc, Text
+
+    first, _ = two_processes
+    hostile = await Peer(application(first), "hoarded").connect()
+    author = Doc(client_id=77)
+    text = author.get("text", type=Text)
+    text.insert(0, "x")
+    for index in range(MAX_WAITING_UPDATES + 1):
+        gap = author.get_state()
+        text.insert(1 + index, "y")  # each depends on "x", which the room never gets
+        assert hostile.close_code is None
+        await hostile.send_raw(create_update_message(author.get_update(gap)))
+        await hostile.drain(0.05)
+
+    await hostile.pump_until(lambda: hostile.close_code is not None)
+    assert hostile.close_code == 4400
+    tail = await AsyncStore(DocumentStore(using="postgres")).read_since("hoarded", 0)
+    assert tail.update is None  # nothing of them was stored

@@ -23,10 +23,6 @@ class CollabConfig:
     compact_after_updates: int = 500
     snapshot_history: int = 10
     heal_interval_seconds: float = 1.0
-    # How long parts of clients' updates may wait inside a room for changes it lacks
-    # (a reconnecting client's sync brings them within a round trip) before the room is
-    # reloaded without them and its clients are asked to sync again.
-    max_waiting_seconds: float = 10.0
     auth_required: bool = False
     token_secret: str | None = None
 

@@ -63,6 +63,16 @@ class BadUpdate(CollabError):
         self.partial = partial
 
 
+class UpdateWaits(BadUpdate):
+    """An update that depends on changes the server does not have.
+
+    Honest clients send these just after a reconnect, edits typed before their sync
+    brings what those edits build on; the sync that follows carries them again. The
+    connection stays open for a few of them (see Session), and the server asks the
+    client for what it lacks.
+    """
+
+
 class InvalidDocumentId(CollabError):
     """A document id outside 1-128 characters of [A-Za-z0-9._~-]."""
 

@@ -122,6 +122,7 @@ for _reason in (
     "read_only",
     "slow_consumer",
     "rate_limited",
+    "waiting_update",  # dropped, the connection kept: see collab.session
 ):
     REFUSED_FRAMES.labels(_reason)
 # handshake_timeout: dropped by the server before any request (config/worker.py).

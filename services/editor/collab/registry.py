@@ -20,11 +20,11 @@ from collab_common.logs import detached
 from collab import metrics
 from collab.codec import awareness_frame, sync_step1_frame, update_frame
 from collab.conf import CollabConfig
-from collab.errors import BadUpdate, CollabError, Unavailable
+from collab.errors import BadUpdate, CollabError, Unavailable, UpdateWaits
 from collab.events import AwarenessEvent, AwarenessQueryEvent, Event, UpdateEvent
 from collab.fanout import Fanout
 from collab.journal import Journal, Pending
-from collab.room import Room, SeqTracker
+from collab.room import Peer, Room, SeqTracker
 from collab.store import Appended, AsyncStore
 
 logger = logging.getLogger(__name__)
@@ -110,11 +110,7 @@ class RoomRegistry:
 
     async def _load(self, doc_id: str) -> Room:
         started = time.monotonic()
-        room = Room(
-            doc_id,
-            max_document_bytes=self.config.max_document_bytes,
-            max_waiting_bytes=self.config.max_frame_bytes,
-        )
+        room = Room(doc_id, max_document_bytes=self.config.max_document_bytes)
         self._buffered[doc_id] = []
         try:
             # Subscribe before reading, so that nothing published in between is missed.
@@ -155,9 +151,13 @@ class RoomRegistry:
 
     async def _unload(self, room: Room) -> None:
         try:
-            await self.settled(room)
-            # Never unload a room with a save pending: its updates must reach the log.
-            await self.journal.barrier()
+            # Never unload a room with a save pending (its updates must reach the log) or
+            # a rebuild under way (a holder that came and went meanwhile may have begun one).
+            while True:
+                await self.settled(room)
+                await self.journal.barrier()
+                if room.doc_id not in self._rebuilding:
+                    break
             if room.holders > 0:
                 return  # someone joined meanwhile: the room stays
             del self.rooms[room.doc_id]
@@ -177,15 +177,21 @@ class RoomRegistry:
 
         Returns the future of that, or None when the update changed nothing. Raises
         Unavailable before touching the room when storage is behind, and BadUpdate for
-        an update the room refuses (after submitting the part of it that applied).
+        an update the room refuses (after submitting the part of it that applied). A
+        room it damages is rebuilt from the store; callers wait for `settled` first.
         """
+        if room.damaged:
+            raise Unavailable("the document is being reloaded; retry shortly")
         self.journal.check_capacity()
         try:
             change = room.apply_update(update)
         except BadUpdate as error:
             if error.partial is not None:
                 self.submit(room, error.partial, update_frame(error.partial), sender)
-            if room.damaged:
+            if isinstance(error, UpdateWaits):
+                # The sender is asked for what the room lacks once it is rebuilt.
+                self._rebuild_soon(room, "an update depended on changes it lacks", sender)
+            elif room.damaged:
                 self._rebuild_soon(room, "a refused update left part of itself in memory")
             raise
         if change is None:
@@ -295,15 +301,17 @@ class RoomRegistry:
         while (rebuilding := self._rebuilding.get(room.doc_id)) is not None:
             await asyncio.shield(rebuilding)
 
-    def _rebuild_soon(self, room: Room, reason: str) -> None:
+    def _rebuild_soon(self, room: Room, reason: str, resync: Peer | None = None) -> None:
         if room.doc_id in self._rebuilding:
             return
-        # From now on events from other processes wait, as during a load: the damaged
-        # Doc must not take anything in (after a yrs panic, applying to it can hang).
+        # From now on the room's sessions wait (`damaged`) and events from other
+        # processes wait, as during a load: the damaged Doc must not take anything in
+        # (after a yrs panic, applying to it can hang).
+        room.damaged = True
         self._buffered[room.doc_id] = []
-        self._rebuilding[room.doc_id] = self._spawn(self._rebuild(room, reason))
+        self._rebuilding[room.doc_id] = self._spawn(self._rebuild(room, reason, resync))
 
-    async def _rebuild(self, room: Room, reason: str) -> None:
+    async def _rebuild(self, room: Room, reason: str, resync: Peer | None) -> None:
         """Replace a damaged Doc with the stored document, once it holds all accepted here."""
         doc_id = room.doc_id
         started = time.monotonic()
@@ -328,9 +336,10 @@ class RoomRegistry:
             room.size_bytes = tail.size_bytes
             if missed.update is not None:
                 room.broadcast(update_frame(missed.update))
-            # Clients whose waiting updates were dropped with the old Doc send them again
-            # in their answer (y-websocket clients answer every SyncStep1).
-            room.broadcast(sync_step1_frame(room.doc.get_state()))
+            if resync is not None and resync in room.peers:
+                # Its update was dropped with the old Doc: y-websocket clients answer a
+                # SyncStep1 with everything the room lacks, that update included.
+                resync.send(sync_step1_frame(room.doc.get_state()))
             metrics.ROOM_REBUILDS.inc()
             logger.warning(
                 "reloaded document %s from the store: %s (%.3f s)",
@@ -386,13 +395,7 @@ class RoomRegistry:
         room.size_bytes = tail.size_bytes
 
     async def heal(self) -> None:
-        """One round: resubscribe where needed, drop updates that waited too long, and
-        catch up every room behind the log."""
-        now = time.monotonic()
-        for loaded in self.rooms.values():
-            since = loaded.waiting_since
-            if since is not None and now - since > self.config.max_waiting_seconds:
-                self._rebuild_soon(loaded, "updates waited too long for changes it lacks")
+        """One round: resubscribe where needed and catch up every room behind the log."""
         for doc_id in list(self._unsubscribed):
             if doc_id in self.rooms and await self.fanout.join(doc_id):
                 self._unsubscribed.discard(doc_id)

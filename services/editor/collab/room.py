@@ -8,14 +8,14 @@ orchestration around it (loading, persistence, cross-process fan-out) lives in
 from __future__ import annotations
 
 import json
-import time
+import math
 from typing import Any, NoReturn, Protocol
 
 from pycrdt import Awareness, Decoder, Doc, TransactionEvent, merge_updates
 
 from collab.codec import awareness_frame, sync_step1_frame, sync_step2_frame
 from collab.dependencies import waiting_part
-from collab.errors import BadFrame, BadUpdate, TooLarge
+from collab.errors import BadFrame, BadUpdate, TooLarge, UpdateWaits
 
 # An empty state vector: what a client with nothing yet asks for in its SyncStep1.
 _EMPTY_STATE_VECTOR = b"\x00"
@@ -72,6 +72,15 @@ def _refuse_constant(name: str) -> NoReturn:
     raise BadFrame(f"a presence state contains {name}, which JSON does not allow")
 
 
+def _finite_number(text: str) -> float:
+    # 1e999 is valid JSON, but Python reads it as inf and would write it back as
+    # Infinity, which is not.
+    number = float(text)
+    if not math.isfinite(number):
+        raise BadFrame(f"a presence state holds the number {text[:40]}, beyond a double")
+    return number
+
+
 def _check_presence_states(payload: bytes) -> None:
     """Refuse presence a browser could not read: every state must be strict JSON (no
     NaN or Infinity, which Python's json accepts and JavaScript's JSON.parse does not),
@@ -84,7 +93,7 @@ def _check_presence_states(payload: bytes) -> None:
         text = decoder.read_var_string()
         if not text:
             continue
-        state = json.loads(text, parse_constant=_refuse_constant)
+        state = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_number)
         if state is not None and not isinstance(state, dict):
             raise BadFrame("a presence state must be a JSON object or null")
 
@@ -115,12 +124,9 @@ class SeqTracker:
 class Room:
     """The live state of one document in this process."""
 
-    def __init__(
-        self, doc_id: str, *, max_document_bytes: int, max_waiting_bytes: int = 2 * 1024 * 1024
-    ) -> None:
+    def __init__(self, doc_id: str, *, max_document_bytes: int) -> None:
         self.doc_id = doc_id
         self.max_document_bytes = max_document_bytes
-        self.max_waiting_bytes = max_waiting_bytes
         self.doc: Doc[Any] = Doc()
         self.awareness = Awareness(self.doc)
         # The server is not a participant: it must not show up as a phantom peer.
@@ -137,11 +143,6 @@ class Room:
         # A client's refused update may have left part of itself in the Doc (see
         # apply_update): nobody may read the Doc until it is rebuilt from the store.
         self.damaged = False
-        # What of clients' updates waits inside the Doc for changes it lacks, and since
-        # when (time.monotonic) something has been waiting.
-        self._waiting: list[bytes] = []
-        self.waiting_bytes = 0
-        self.waiting_since: float | None = None
 
     def close(self) -> None:
         """Drop the callbacks the Rust side holds; without this an unloaded room never dies."""
@@ -157,21 +158,21 @@ class Room:
     def apply_update(self, update: bytes, *, from_client: bool = True) -> bytes | None:
         """Apply an update and return what it changed, or None when it changed nothing.
 
-        yrs keeps the structs and deletions of an update that depend on changes the Doc
-        lacks inside it, out of sight, and takes them in with the update that completes
-        them: the change returned then holds both. Clients send such updates routinely
-        (typed just after a reconnect, before their sync brings what they depend on), so
-        they are accepted, but what of them waits is tracked (`waiting_bytes`, since
-        `waiting_since`) and bounded by `max_waiting_bytes`. Beyond it, or when yrs
-        refuses a client's update after keeping part of it, or panics, BadUpdate carries
-        the part that did apply (which must be stored and relayed like any change) and
-        `damaged` is set: yrs cannot drop what it keeps waiting, and after a panic its
-        Doc may be half-modified, so the Doc must be rebuilt from the store
-        (`replace_doc`) before anyone reads it again.
+        yrs keeps what of an update depends on changes the Doc lacks inside it, out of
+        sight (not in its state vector, no change event), and takes it in with the update
+        that completes it. For durable updates (`from_client=False`: loaded, healed, or
+        from another process) that is what must happen: what they wait for was stored
+        first and is on its way. A client's update, though, must apply whole: what waits
+        would be neither stored nor relayed, escapes every limit, and yrs does not keep
+        it reliably (some of it shows in the document, some makes encoding panic). So
+        when part of a client's update waits, UpdateWaits is raised and `damaged` is set;
+        likewise, with BadUpdate, when yrs refuses a client's update after keeping part
+        of it, or panics. Nothing of such an update may be kept: the Doc must be rebuilt
+        from the store (`replace_doc`) before anyone reads it again.
 
-        Updates that are already durable (`from_client=False`: loaded, healed, or from
-        another process) are not limited: what of them waits was stored by another
-        process first, and is on its way.
+        When yrs refuses an update without keeping any of it waiting, BadUpdate carries
+        the part it did integrate (`partial`), which must be stored and relayed like any
+        change: yrs cannot roll it back.
         """
         if update == _EMPTY_UPDATE:
             return None
@@ -184,21 +185,15 @@ class Room:
         except BaseException as error:
             if not contain_yrs_errors(error):
                 raise
+            partial = self._take_change()
             if from_client and (_is_panic(error) or self._waiting_part(update) is not None):
                 self.damaged = True
-            raise BadUpdate(
-                "the update is not a valid Yjs update", partial=self._take_change()
-            ) from None
+                partial = None
+            raise BadUpdate("the update is not a valid Yjs update", partial=partial) from None
         change = self._take_change()
-        if (from_client or change is not None) and self._track_waiting(
-            update if from_client else None, released=change is not None
-        ):
+        if from_client and self._waiting_part(update) is not None:
             self.damaged = True
-            raise BadUpdate(
-                f"more than {self.max_waiting_bytes} bytes of updates wait for changes "
-                "this server does not have",
-                partial=change,
-            )
+            raise UpdateWaits("the update depends on changes this server does not have")
         return change
 
     def _waiting_part(self, update: bytes) -> bytes | None:
@@ -208,23 +203,6 @@ class Room:
             if not contain_yrs_errors(error):
                 raise
             return None  # the update does not even decode: yrs applied none of it
-
-    def _track_waiting(self, update: bytes | None, *, released: bool) -> bool:
-        """Note what of a client's `update` waits; True when too much waits in all."""
-        waiting = self._waiting
-        if waiting and released:  # what integrated may have completed waiting parts
-            waiting = [rest for rest in map(self._waiting_part, waiting) if rest is not None]
-        if update is not None and (rest := self._waiting_part(update)) is not None:
-            waiting = [*waiting, rest]
-        if waiting is self._waiting:
-            return False
-        self._waiting = waiting
-        self.waiting_bytes = sum(map(len, waiting))
-        if not waiting:
-            self.waiting_since = None
-        elif self.waiting_since is None:
-            self.waiting_since = time.monotonic()
-        return self.waiting_bytes > self.max_waiting_bytes
 
     def replace_doc(self, stored: bytes | None) -> None:
         """Start over from the stored document, dropping whatever the old Doc held back.
@@ -237,9 +215,6 @@ class Room:
         self._doc_subscription = self.doc.observe(self._collect_change)
         self._full_state_frame = None
         self.damaged = False
-        self._waiting = []
-        self.waiting_bytes = 0
-        self.waiting_since = None
         if stored is not None:
             # Whatever yrs makes of the stored log is the document every process loads.
             try:

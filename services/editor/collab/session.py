@@ -15,7 +15,7 @@ from collab.codec import (
     permission_denied_frame,
 )
 from collab.connection import Connection
-from collab.errors import BadFrame, TooLarge
+from collab.errors import BadFrame, TooLarge, UpdateWaits
 from collab.registry import RoomRegistry
 from collab.room import Room
 
@@ -30,11 +30,17 @@ _RECEIVED = {
 }
 _RECEIVED_INVALID = metrics.FRAMES_RECEIVED.labels("invalid")
 
+# Updates depending on changes the server lacks that one connection may send before it
+# is closed (4400). An honest client sends a few just after it reconnects (edits typed
+# before its sync brings what they build on); each costs the room a reload.
+MAX_WAITING_UPDATES = 8
+_DROPPED_WAITING = metrics.REFUSED_FRAMES.labels("waiting_update")
+
 
 class Session:
     """Hands one connection's frames to its room; raises CollabError to end the connection."""
 
-    __slots__ = ("connection", "open", "read_only", "registry", "room")
+    __slots__ = ("connection", "open", "read_only", "registry", "room", "waiting_updates")
 
     def __init__(
         self,
@@ -49,6 +55,7 @@ class Session:
         self.connection = connection
         self.read_only = read_only
         self.open = False
+        self.waiting_updates = 0
 
     def start(self) -> None:
         """Join the room and greet the client with our state vector and everyone's presence."""
@@ -76,13 +83,13 @@ class Session:
             if self.read_only:
                 self._refuse_write()
             else:
-                self.registry.accept_update(self.room, message.update, self.connection)
+                self._accept_update(message.update)
         elif isinstance(message, SyncStep1):
             await self._answer_sync(message.state_vector)
         elif isinstance(message, SyncStep2):
             # Every client answers our SyncStep1, read-only ones too: theirs is ignored.
             if not self.read_only:
-                self.registry.accept_update(self.room, message.update, self.connection)
+                self._accept_update(message.update)
         elif isinstance(message, AwarenessUpdate):
             await self._accept_awareness(message.payload, frame)
         elif isinstance(message, QueryAwareness):
@@ -99,6 +106,20 @@ class Session:
         )
         metrics.REFUSED_FRAMES.labels("read_only").inc()
         self.connection.send(permission_denied_frame("read-only access"))
+
+    def _accept_update(self, update: bytes) -> None:
+        try:
+            self.registry.accept_update(self.room, update, self.connection)
+        except UpdateWaits:
+            self.waiting_updates += 1
+            if self.waiting_updates > MAX_WAITING_UPDATES:
+                raise
+            _DROPPED_WAITING.inc()
+            logger.debug(
+                "dropped an update of %s that depends on changes %s lacks; asked for them",
+                self.connection.conn_id,
+                self.room.doc_id,
+            )
 
     async def _answer_sync(self, state_vector: bytes) -> None:
         # A joiner must receive everything any process relayed before its sync, and
