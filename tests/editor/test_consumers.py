@@ -19,7 +19,7 @@ from collab.docids import group_name
 from collab.registry import RoomRegistry
 from collab.store import AsyncStore, DocumentStore
 from django.urls import re_path
-from pycrdt import create_update_message
+from pycrdt import Doc, Text, create_update_message
 
 from tests.support.communicator import Peer
 from tests.support.processes import RedisServer
@@ -59,6 +59,16 @@ async def two_processes(
     yield first, second
     await first.stop()
     await second.stop()
+
+
+async def stored_text(doc_id: str) -> str:
+    """The text of the document as stored (what any process loads)."""
+
+    tail = await AsyncStore(DocumentStore(using="postgres")).read_since(doc_id, 0)
+    stored: Doc = Doc()
+    if tail.update is not None:
+        stored.apply_update(tail.update)
+    return str(stored.get("text", type=Text))
 
 
 def redis_cli(redis: RedisServer, *args: str) -> str:
@@ -267,7 +277,6 @@ async def test_unloaded_rooms_are_garbage_collected(two_processes):
 
 
 async def test_half_valid_update_closes_its_sender_and_changes_nothing_anywhere(two_processes):
-    from pycrdt import Doc, Text
 
     first, second = two_processes
     author = Doc(client_id=1)
@@ -293,10 +302,7 @@ async def test_half_valid_update_closes_its_sender_and_changes_nothing_anywhere(
     await remote.pump_until(lambda: str(remote.text) == "hello?")
     joiner = await Peer(application(first), "half").connect()
     await joiner.pump_until(lambda: str(joiner.text) == "hello?")
-    tail = await AsyncStore(DocumentStore(using="postgres")).read_since("half", 0)
-    stored = Doc()
-    stored.apply_update(tail.update)
-    assert str(stored.get("text", type=Text)) == "hello?"
+    assert await stored_text("half") == "hello?"
     assert str(first.rooms["half"].doc.get("text", type=Text)) == "hello?"
     for peer in (good, remote, joiner):
         await peer.close()
@@ -351,7 +357,6 @@ async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_
     two_processes,
 ):
     from collab import metrics
-    from pycrdt import Doc, Text
 
     from tests.abuse.test_missing_dependencies import refused_update_with_a_waiting_struct
 
@@ -385,10 +390,7 @@ async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_
         await peer.pump_until(lambda peer=peer: str(peer.text) == "<hello>")
     joiner = await Peer(application(first), "rebuilt").connect()
     await joiner.pump_until(lambda: str(joiner.text) == "<hello>")
-    tail = await AsyncStore(DocumentStore(using="postgres")).read_since("rebuilt", 0)
-    stored = Doc()
-    stored.apply_update(tail.update)
-    assert str(stored.get("text", type=Text)) == "<hello>"  # no "B" anywhere
+    assert await stored_text("rebuilt") == "<hello>"  # no "B" anywhere
     assert str(room.doc.get("text", type=Text)) == "<hello>"
     for peer in (good, remote, joiner):
         await peer.close()
@@ -398,7 +400,6 @@ async def test_an_update_depending_on_what_the_room_lacks_is_dropped_and_its_cli
     redis_server,
 ):
     from collab import metrics
-    from pycrdt import Doc, Text
 
     registry = make_registry(redis_server)
     await registry.start()
@@ -419,10 +420,7 @@ async def test_an_update_depending_on_what_the_room_lacks_is_dropped_and_its_cli
 
         assert writer.close_code is None
         assert metrics.ROOM_REBUILDS._value.get() == rebuilds + 1
-        tail = await AsyncStore(DocumentStore(using="postgres")).read_since("waiting", 0)
-        stored = Doc()
-        stored.apply_update(tail.update)
-        assert str(stored.get("text", type=Text)) == "hello!"
+        assert await stored_text("waiting") == "hello!"
         for peer in (writer, watcher):
             await peer.close()
     finally:
@@ -433,7 +431,6 @@ async def test_a_connection_that_keeps_sending_updates_the_room_cannot_use_is_cl
     two_processes,
 ):
     from collab.session import MAX_WAITING_UPDATES
-    from pycrdt import Doc, Text
 
     first, _ = two_processes
     hostile = await Peer(application(first), "hoarded").connect()
@@ -449,5 +446,4 @@ async def test_a_connection_that_keeps_sending_updates_the_room_cannot_use_is_cl
 
     await hostile.pump_until(lambda: hostile.close_code is not None)
     assert hostile.close_code == 4400
-    tail = await AsyncStore(DocumentStore(using="postgres")).read_since("hoarded", 0)
-    assert tail.update is None  # nothing of them was stored
+    assert await stored_text("hoarded") == ""  # nothing of them was stored

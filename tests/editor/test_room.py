@@ -717,7 +717,7 @@ def test_presence_a_browser_cannot_parse_or_that_is_not_an_object_is_refused_who
     room = make_room()
     peer = FakePeer()
 
-    with pytest.raises(BadFrame, match="JSON|double"):
+    with pytest.raises(BadFrame, match=r"JSON|double"):
         room.apply_awareness(_presence_payload('{"name":"ada"}', state), peer)
 
     assert room.awareness.states == {}
