@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from collab.models import Document, Snapshot, Update
-from collab.store import Appended, DocumentStore, Tail
+from collab.store import Appended, DocumentStore, StorageError, Tail
 from django.db import connections
 from pycrdt import Doc, Text, merge_updates
 
@@ -309,6 +309,19 @@ def test_read_since_before_a_snapshot_without_later_log_returns_the_snapshot(sto
     assert tail.last_seq == 3
     assert text_of(tail.update) == str(writer.text)
     assert store.read_since("doc", 3).update is None
+
+
+def test_read_since_never_returns_a_document_older_than_its_last_seq(store, alias):
+    # What a reader sees when another process's compaction commits between its reads of
+    # the snapshot and of the log: an older snapshot, and the log after it gone.
+    writer = Writer()
+    store.append({"doc": writer.edits(3)})
+    store.compact("doc")
+    store.append({"doc": writer.edits(2, prefix="late")})
+    Update.objects.using(alias).filter(document_id="doc").delete()
+
+    with pytest.raises(StorageError, match="keeps changing"):
+        store.read_since("doc", 0)
 
 
 def test_snapshot_history_is_pruned_to_the_configured_length(store, alias):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,9 +38,6 @@ CORPUS = Path(__file__).parent / "corpus"
 MAX_FRAME_BYTES = 64 * 1024
 MAX_AWARENESS_BYTES = 64 * 1024  # the service's fixed awareness limit
 MAX_DOCUMENT_BYTES = 256 * 1024
-# What of clients' updates may wait inside one room for changes it lacks: the service
-# bounds it by its frame limit.
-MAX_WAITING_BYTES = MAX_FRAME_BYTES
 
 BAD_FRAME = 4400
 TOO_LARGE = 4413
@@ -193,18 +191,13 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
 
 
 def leaves_pending(after: Doc[Any], update: bytes) -> bool:
-    """Whether applying `update` left structs or deletions waiting for missing updates."""
-    return waiting_rest(after, update) is not None
-
-
-def waiting_rest(after: Doc[Any], update: bytes) -> bytes | None:
-    """What of `update` waits in `after`, a document it was applied to; None if nothing.
+    """Whether `update`, applied to the document `after`, left part of itself waiting.
 
     yrs keeps such parts inside the Doc (not in its encoded state) and integrates them
-    when the missing updates arrive: what of the update lies beyond the state vector of
-    `after`, or deletes beyond it, is waiting. The rest is pycrdt's `get_update` of the
-    update against that state vector (its delete set whole): an update itself, that can
-    be checked again once the document has more.
+    when the missing updates arrive: structs of the update beyond the state vector of
+    `after`, or deletions beyond it. What is left of the update is pycrdt's `get_update`
+    of it against that state vector (its delete set whole), read here with this
+    module's own varint reader.
     """
     have = decode_state_vector(after.get_state())
     try:
@@ -212,11 +205,11 @@ def waiting_rest(after: Doc[Any], update: bytes) -> bytes | None:
     except BaseException as error:
         if not _contained(error):
             raise
-        return None  # it does not decode: yrs integrated none of it
+        return False  # it does not decode: yrs integrated none of it
     try:
         structs, offset = read_varint(rest, 0)
         if structs:
-            return rest
+            return True
         clients, offset = read_varint(rest, offset)
         for _ in range(clients):
             client, offset = read_varint(rest, offset)
@@ -225,44 +218,50 @@ def waiting_rest(after: Doc[Any], update: bytes) -> bytes | None:
                 clock, offset = read_varint(rest, offset)
                 length, offset = read_varint(rest, offset)
                 if clock + length > have.get(client, 0):
-                    return rest
+                    return True
     except Exception:
-        return rest
-    return None
+        return True
+    return False
 
 
 # The oracle ----------------------------------------------------------------------------------
 
 _AWARENESS_DECODE_ERRORS = (ValueError, IndexError, RuntimeError, TypeError, KeyError)
 
+# Updates that wait (see Verdict.waits) one connection may send and stay open: the ninth
+# closes it with 4400 (the close codes in the project's README).
+MAX_WAITING_UPDATES = 8
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the service must do with one frame."""
 
-    code: int | None  # the close code, None when the frame is accepted
+    code: int | None  # the close code of the room's refusal, None when it takes the frame
     kind: str  # the message kind, "text", "invalid" or "oversized"
-    # An update that leaves part of itself outside the document (see waiting_rest):
+    # An update that leaves part of itself outside the document (see leaves_pending):
     # waiting for changes the room lacks or, for one yrs refuses, failed (neither the
-    # service nor this oracle can tell which). Accepted while what waits in the room
-    # stays within MAX_WAITING_BYTES; refused by yrs, the room is rebuilt from the store.
+    # service nor this oracle can tell which). Nothing of it may be kept, not even what
+    # yrs took in: the room is rebuilt from the store.
     pending: bool = False
+    # Pending, and yrs took it without an error: an update that depends on changes the
+    # room lacks, as honest clients send just after a reconnect. The room refuses it
+    # (4400), but the connection stays open for the first MAX_WAITING_UPDATES of them,
+    # and once the room is rebuilt its sender gets a SyncStep1 asking for what it lacks.
+    waits: bool = False
     panic: bool = False  # yrs panicked on it (PanicException): refused, room rebuilt
     overclaims: bool = False  # its header claims more clients than it has bytes: refused unread
-    overflow: bool = False  # with it, more than MAX_WAITING_BYTES wait: refused, room rebuilt
-    # Known bug 7 (tests/fuzz/README.md): what yrs reports it took in of this update,
-    # which the service stores and relays, deletes items nobody has: it waits too.
-    change_waits: bool = False
-    # Known bug 9: once the room holds this update, encoding its Doc panics in yrs.
-    unencodable: bool = False
-    # Known bug 10: it waits, yet yrs shows part of it in the room (the state vector
-    # moves) without reporting a change: joiners get what was never stored or relayed.
-    silent: bool = False
 
     @property
     def damages(self) -> bool:
         """Whether the room must drop its Doc for the stored document after this frame."""
-        return self.panic or self.overflow or (self.pending and self.code is not None)
+        return self.panic or self.pending
+
+    def close_code(self, waited: int) -> int | None:
+        """The close code of a connection that already sent `waited` updates that wait."""
+        if self.waits and waited < MAX_WAITING_UPDATES:
+            return None
+        return self.code
 
 
 def classify(frame: bytes | str, *, room_state: bytes, size_bytes: int) -> Verdict:
@@ -274,27 +273,15 @@ def classify(frame: bytes | str, *, room_state: bytes, size_bytes: int) -> Verdi
 
 
 class Oracle:
-    """`classify` with a copy of the room kept in step with it.
-
-    The copy takes every update the room takes, so it holds what waits in the room too
-    (an encoded state would not): the oracle tracks what of clients' updates waits, as
-    the room must, to tell when more than MAX_WAITING_BYTES would.
-    """
+    """`classify` with a copy of the room kept in step with it (no decoding of the room's
+    state for every frame): the copy takes what the room keeps of every update."""
 
     def __init__(self) -> None:
         self._scratch: Doc[Any] | None = None
-        self._changes: list[bytes] = []
-        self._waiting: list[bytes] = []
-
-    @property
-    def waiting_bytes(self) -> int:
-        """How much of the updates the room accepted waits in it."""
-        return sum(map(len, self._waiting))
 
     def forget(self) -> None:
-        """The room was rebuilt from the store: start from a copy of it, nothing waiting."""
+        """The room was rebuilt from the store: start again from a copy of it."""
         self._scratch = None
-        self._waiting = []
 
     def verdict(
         self,
@@ -342,81 +329,24 @@ class Oracle:
         if scratch is None:
             scratch = self._scratch = Doc()
             scratch.apply_update(room_state())
-            scratch.observe(self._note_change)
-        self._changes = []
-        state_before = scratch.get_state()
         try:
             scratch.apply_update(update)
         except BaseException as error:
             if not _contained(error):
                 raise
             panic = not isinstance(error, Exception)
-            # yrs integrates what it can before it fails: what is left of the update may
-            # wait inside the Doc (or even show in it later), so it counts as pending.
+            # yrs integrates what it can before it fails, and what is left of the update
+            # may wait inside the Doc (or even show in it later): then it counts as
+            # pending. Otherwise the room keeps what yrs took in (it cannot roll back),
+            # and so does the copy.
             pending = not panic and leaves_pending(scratch, update)
-            verdict = Verdict(
-                BAD_FRAME,
-                framed.kind,
-                pending=pending,
-                panic=panic,
-                change_waits=self._change_waits(room_state),
-                unencodable=not (panic or pending) and self._unencodable(scratch),
-            )
-            if verdict.damages or verdict.unencodable:
+            if panic or pending:
                 self.forget()
-            return verdict
-        rest = waiting_rest(scratch, update)
-        waiting = self._waiting
-        if waiting and self._changes:  # what the update brought may complete waiting parts
-            rests = (waiting_rest(scratch, part) for part in waiting)
-            waiting = [rest for rest in rests if rest is not None]
-        if rest is not None:
-            waiting = [*waiting, rest]
-        self._waiting = waiting
-        overflow = self.waiting_bytes > MAX_WAITING_BYTES
-        verdict = Verdict(
-            BAD_FRAME if overflow else None,
-            framed.kind,
-            pending=rest is not None,
-            overflow=overflow,
-            change_waits=self._change_waits(room_state),
-            unencodable=not overflow
-            and (rest is not None or bool(self._changes))
-            and self._unencodable(scratch),
-            silent=rest is not None and not self._changes and scratch.get_state() != state_before,
-        )
-        if verdict.damages or verdict.unencodable:
+            return Verdict(BAD_FRAME, framed.kind, pending=pending, panic=panic)
+        if leaves_pending(scratch, update):
             self.forget()
-        return verdict
-
-    @staticmethod
-    def _unencodable(scratch: Doc[Any]) -> bool:
-        """Whether yrs panics encoding the copy of the room (known bug 9)."""
-        try:
-            scratch.get_update()
-        except BaseException as error:
-            if type(error).__name__ != "PanicException":
-                raise
-            return True
-        return False
-
-    def _change_waits(self, room_state: Callable[[], bytes]) -> bool:
-        """Whether the change yrs reported (stored and relayed) waits itself: known bug 7."""
-        return bool(self._changes) and still_waits(room_state(), self._changes)
-
-    def _note_change(self, event: Any) -> None:
-        if event.update != b"\x00\x00":
-            self._changes.append(event.update)
-
-
-def still_waits(state: bytes, changes: list[bytes]) -> bool:
-    """Whether the changes yrs reported, applied to the document `state` they came from,
-    leave part of themselves waiting there (deletions of items nobody has)."""
-    doc: Doc[Any] = Doc()
-    doc.apply_update(state)
-    for change in changes:
-        doc.apply_update(change)
-    return any(leaves_pending(doc, change) for change in changes)
+            return Verdict(BAD_FRAME, framed.kind, pending=True, waits=True)
+        return Verdict(None, framed.kind)
 
 
 def _contained(error: BaseException) -> bool:
@@ -588,9 +518,9 @@ def half_valid_update(
 ) -> bytes:
     """Two structs of `client` at `clock`: a valid insert of `char` into the root text,
     then an item whose parent is one of that client's characters (not a type): yrs keeps
-    the first and refuses the second, so the update is refused with a partial change (and,
-    as the second struct is left outside the document, the room is rebuilt). From a new
-    client at clock 0 with `parent_clock` 0, that holds whatever the document."""
+    the first and refuses the second, which it leaves outside the document, so the update
+    is refused, nothing of it is kept and the room is rebuilt. From a new client at clock
+    0 with `parent_clock` 0, that holds whatever the document."""
     raw = char.encode()
     first = b"\x04\x01" + varint(4) + b"text" + varint(len(raw)) + raw
     second = b"\x08\x00" + varint(client) + varint(parent_clock) + b"\x01\x7d\x01"
@@ -602,6 +532,12 @@ def text_inside(client: int, clock: int, parent: tuple[int, int]) -> bytes:
     the item `parent` (client, clock). With clocks missing before it, it waits."""
     struct = b"\x07\x00" + varint(parent[0]) + varint(parent[1]) + b"\x06"  # type, parent id
     return varint(1) + varint(1) + varint(client) + varint(clock) + struct + b"\x00"
+
+
+def waiting_updates(count: int) -> list[bytes]:
+    """Updates that wait whatever the document holds: each one struct of a client of its
+    own at clock 3, inside that client's item at clock 0 (clocks 0-2 nobody has)."""
+    return [text_inside(client, 3, parent=(client, 0)) for client in range(90_000, 90_000 + count)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -741,6 +677,7 @@ def awareness_payloads(draw: st.DrawFn) -> bytes:
             '{"a":',
             '{"x":NaN}',
             '{"x":-Infinity}',
+            '{"x":1e999}',
             "[" * 2000 + "]" * 2000,
             '{"\\ud800":1}',
         ]
@@ -855,7 +792,7 @@ def seeded_frames(seed: int, count: int) -> list[bytes | HalfValid]:
     Also: valid updates of the pool (in and out of order), mutated whole frames, random
     bytes, and now and then a valid but enormous update (near or above the frame limit)
     so that documents reach their size cap, half of them waiting for an edit nobody has
-    so that rooms reach their bound on what may wait.
+    (dropped whole, however big).
     """
     rng = random.Random(seed)
     pool = update_pool()
@@ -881,7 +818,7 @@ def seeded_frames(seed: int, count: int) -> list[bytes | HalfValid]:
             frames.append(HalfValid(rng.choice("!é✓z"), rng.randrange(5)))
         else:
             size = rng.choice([30_000, 50_000, MAX_FRAME_BYTES - 10, MAX_FRAME_BYTES + 100])
-            gap = rng.random() < 0.5  # waiting ones fill the room's waiting bound
+            gap = rng.random() < 0.5
             frames.append(update_frame(enormous_update(rng, size, gap=gap)))
     return frames
 
@@ -901,9 +838,17 @@ def corpus_inputs() -> list[tuple[str, bytes | str]]:
 
 
 def strict_json(text: str) -> Any:
-    """json.loads that refuses NaN and Infinity, which JavaScript's JSON.parse rejects."""
+    """json.loads that refuses NaN and Infinity, which JavaScript's JSON.parse rejects, and
+    numbers beyond a double: JSON.parse reads `1e999` as Infinity, and written back (by
+    pycrdt's json.dumps, in every snapshot) it is `Infinity`, which it rejects."""
 
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
 
-    return json.loads(text, parse_constant=refuse)
+    def double(number: str) -> float:
+        value = float(number)
+        if math.isinf(value):
+            raise ValueError(f"{number[:20]} is beyond a double")
+        return value
+
+    return json.loads(text, parse_constant=refuse, parse_float=double)

@@ -53,6 +53,9 @@ class Socket:
         self.close_code: int | None = None
         self.close_reason = ""
         self.received = 0
+        # The state vectors of the SyncStep1 frames received: the greeting, and the
+        # server asking again for what it lacks (after it dropped an update that waited).
+        self.asked: list[bytes] = []
         self.consumer: DocumentConsumer | None = None
 
     async def _deliver(self, message: dict[str, Any]) -> None:
@@ -60,9 +63,12 @@ class Socket:
         if kind == "websocket.send":
             frame = message["bytes"]
             self.received += 1
-            if frame[0] == 0 and frame[1] in (1, 2):  # SyncStep2 or Update
+            if frame[0] == 0:  # SyncStep1, SyncStep2 or Update
                 length, start = read_varint(frame, 2)
-                self.doc.apply_update(frame[start : start + length])
+                if frame[1] == 0:
+                    self.asked.append(frame[start : start + length])
+                else:
+                    self.doc.apply_update(frame[start : start + length])
         elif kind == "websocket.close":
             self.close_code = message.get("code", 1000)
             self.close_reason = message.get("reason", "")

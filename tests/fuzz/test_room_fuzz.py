@@ -5,12 +5,11 @@
 thousands of frames cost seconds. What the room reports as changed (accepted changes and
 the partial change of a refused update) is what the service stores and relays; a mirror
 document built from those reports stands for the store and must stay identical to the
-room, whatever the input. Updates that wait for changes the room lacks are accepted
-while what waits stays within its bound, and the room's count of it must match the
-oracle's. When a frame damages the room (an update yrs refuses after keeping part of it,
-one that makes too much wait, a yrs panic), the test does what `RoomRegistry` does once
-the journal has caught up: it replaces the room's Doc with the stored document, and goes
-on with the room.
+room, whatever the input. When a frame damages the room (an update that depends on
+changes the room lacks, one yrs refuses after keeping part of it, a yrs panic), the room
+must report nothing of it, and the test does what `RoomRegistry` does once the journal
+has caught up: it replaces the room's Doc with the stored document, and goes on with
+the room.
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from tests.fuzz.frames import (
     MAX_AWARENESS_BYTES,
     MAX_DOCUMENT_BYTES,
     MAX_FRAME_BYTES,
-    MAX_WAITING_BYTES,
     HalfValid,
     Oracle,
     author_update,
@@ -97,6 +95,19 @@ def deliver(room: Room, peer: Peer, frame: bytes | str) -> tuple[bytes | None, l
     return None, [snapshot] if snapshot is not None else []
 
 
+def apply_as_the_registry_does(room: Room, update: bytes, stored: Doc[Any]) -> None:
+    """A client's update as `RoomRegistry.accept_update` handles it: what the room reports
+    goes to `stored`, and a room the update damaged is rebuilt from `stored`."""
+    try:
+        change = room.apply_update(update)
+    except BadUpdate as refused:
+        change = refused.partial
+    if change is not None:
+        stored.apply_update(change)
+    if room.damaged:
+        room.replace_doc(stored.get_update())
+
+
 class RoomCampaign:
     """Frames against rooms; the room must always equal the mirror of what it reported."""
 
@@ -105,27 +116,22 @@ class RoomCampaign:
         self.refused: dict[int, int] = {}
         self.partial = 0
         self.pending = 0
+        self.waits = 0
         self.panics = 0
         self.overclaims = 0
-        self.overflows = 0
         self.rebuilds = 0
-        self.changes_waiting = 0
-        self.unencodable = 0
-        self.timeouts = 0
         self.mismatches: list[str] = []
 
     def run(self, frames: list[Any]) -> None:
         pool = update_pool()
         for number, start in enumerate(range(0, len(frames), FRAMES_PER_ROOM)):
-            remaining = frames[start : start + FRAMES_PER_ROOM]
-            while remaining:
-                remaining = self.room(remaining, preload=(number * 29) % (len(pool) + 1))
+            self.room(
+                frames[start : start + FRAMES_PER_ROOM], preload=(number * 29) % (len(pool) + 1)
+            )
 
-    def room(self, frames: list[Any], *, preload: int) -> list[Any]:
-        """Send frames to a new room; the frames left when a known bug ended it early."""
-        room = Room(
-            "fuzz", max_document_bytes=MAX_DOCUMENT_BYTES, max_waiting_bytes=MAX_WAITING_BYTES
-        )
+    def room(self, frames: list[Any], *, preload: int) -> None:
+        """Send frames to a new room, then check that it is what it reported."""
+        room = Room("fuzz", max_document_bytes=MAX_DOCUMENT_BYTES)
         stored: Doc[Any] = Doc()  # the mirror: what the room reported, as the store holds it
         for update in (author_update(), *update_pool()[:preload]):
             change = room.apply_update(update, from_client=False)
@@ -134,8 +140,7 @@ class RoomCampaign:
         room.size_bytes = len(room.doc.get_update())
         sent: list[bytes | str] = []
         try:
-            rest, comparable = self.send(room, stored, frames, sent)
-            if comparable and not self.agrees(room, stored, None):
+            if self.send(room, stored, frames, sent) and not self.agrees(room, stored):
                 self.mismatches.append("the room holds changes it never reported (end of room)")
             state = room.doc.get_update()
             fresh: Doc[Any] = Doc()
@@ -151,15 +156,12 @@ class RoomCampaign:
                 f"yrs panicked reading the room after {len(sent)} frames (the last in "
                 f"{path.name}, preload {preload}): {error}"
             )
-            rest = []
         room.close()
-        return rest
 
     def send(
         self, room: Room, stored: Doc[Any], frames: list[Any], sent: list[bytes | str]
-    ) -> tuple[list[Any], bool]:
-        """The frames, one by one, judged by the oracle: those left when a known bug
-        ended the room early, and whether the room may still be compared with the store."""
+    ) -> bool:
+        """The frames, one by one, judged by the oracle; False when the room diverged."""
         peer = Peer()
         room.add_peer(peer)
         oracle = Oracle()
@@ -170,16 +172,11 @@ class RoomCampaign:
             verdict = oracle.verdict(
                 frame, room_state=room.doc.get_update, size_bytes=room.size_bytes
             )
-            if verdict.unencodable:
-                # Known bug 9: the room would take it, and then panic whenever encoded.
-                # Not sent; the oracle's copy took it: go on in a new room.
-                self.unencodable += 1
-                return frames[index + 1 :], True
             self.sent += 1
             self.pending += verdict.pending
+            self.waits += verdict.waits
             self.panics += verdict.panic
             self.overclaims += verdict.overclaims
-            self.overflows += verdict.overflow
             code: int | None = None
             change: bytes | None = None
             try:
@@ -191,15 +188,6 @@ class RoomCampaign:
                 code = int(error.close_code)
             else:
                 self.check_replies(frame, replies)
-            if change is not None:
-                stored.apply_update(change)
-                room.size_bytes += len(change)  # what the journal's commit would report
-                if leaves_pending(stored, change) != verdict.change_waits:
-                    path = stats.save_finding("room-change", frame)
-                    self.mismatches.append(
-                        f"{verdict.kind} frame {path.name}: the change it reported waits: "
-                        f"{not verdict.change_waits}, expected {verdict.change_waits}"
-                    )
             if code is not None:
                 self.refused[code] = self.refused.get(code, 0) + 1
             if code != verdict.code:
@@ -213,38 +201,48 @@ class RoomCampaign:
                     f"{verdict.kind} frame {path.name}: damaged is {room.damaged}, expected "
                     f"{verdict.damages} ({verdict})"
                 )
+            if change is not None:
+                if verdict.damages:
+                    path = stats.save_finding("room-kept", frame)
+                    self.mismatches.append(
+                        f"{verdict.kind} frame {path.name} damaged the room, yet the room "
+                        "reported a change to store"
+                    )
+                stored.apply_update(change)
+                room.size_bytes += len(change)  # what the journal's commit would report
+                if leaves_pending(stored, change):
+                    # The store, every peer and every other process would hold a deletion
+                    # of items nobody has yet (README, bug 7).
+                    path = stats.save_finding("room-change", frame)
+                    self.mismatches.append(
+                        f"{verdict.kind} frame {path.name}: the change it reported waits"
+                    )
             if room.damaged:
                 self.rebuild(room, stored, frame)
                 oracle.forget()
-            elif room.waiting_bytes != oracle.waiting_bytes:
-                path = stats.save_finding("room-waiting", frame)
-                self.mismatches.append(
-                    f"{verdict.kind} frame {path.name}: {room.waiting_bytes} bytes wait in the "
-                    f"room, expected {oracle.waiting_bytes}"
-                )
-                oracle.forget()  # judge what follows without the difference
-            if verdict.change_waits:
-                # Known bug 7: the store now holds a deletion that waits for items nobody
-                # has yet, which the room holds otherwise: go on in a new room.
-                self.changes_waiting += 1
-                return frames[index + 1 :], False
-            if index % 250 == 0 and not self.agrees(room, stored, oracle):
+            elif change is not None and not self.encodes(room, frame):
+                return False
+            if index % 250 == 0 and not self.agrees(room, stored):
                 path = stats.save_finding("room-diverged", frame)
                 self.mismatches.append(f"the room holds changes it never reported ({path.name})")
-                return [], False
-        return [], True
+                return False
+        return True
 
-    def agrees(self, room: Room, stored: Doc[Any], oracle: Oracle | None) -> bool:
-        """Whether the room equals the store. A room in which parts of updates wait is
-        first rebuilt from the store, as the heal loop does once they waited too long:
-        what waits is out of the store by design (and may even show, known bug 10)."""
-        if room.waiting_bytes:
-            self.timeouts += 1
-            room.replace_doc(stored.get_update())
-            if oracle is not None:
-                oracle.forget()
-            return not room.waiting_bytes and not room.damaged
+    def agrees(self, room: Room, stored: Doc[Any]) -> bool:
+        """Whether the room equals the store."""
         return same_document(room.doc.get_update(), stored.get_update())
+
+    def encodes(self, room: Room, frame: bytes | str) -> bool:
+        """Whether yrs can still encode the room after it took `frame` (README, bug 9)."""
+        try:
+            room.doc.get_update()
+        except BaseException as error:
+            if type(error).__name__ != "PanicException":
+                raise
+            path = stats.save_finding("room-unencodable", frame)
+            self.mismatches.append(f"after {path.name} yrs panics encoding the room: {error}")
+            return False
+        return True
 
     def rebuild(self, room: Room, stored: Doc[Any], frame: bytes | str) -> None:
         """What the registry does with a damaged room once the journal has caught up."""
@@ -277,22 +275,21 @@ def test_codec_and_room_refuse_exactly_what_the_oracle_refuses_and_report_every_
     campaign.run(seeded_frames(seed=7, count=int(100_000 * SCALE)))
     stats.record("in-process frames (codec + room)", campaign.sent)
     stats.record("in-process rooms rebuilt from the store (codec + room)", campaign.rebuilds)
-    stats.record("known bug 7: stored changes that wait (rooms left)", campaign.changes_waiting)
+    stats.record("in-process updates that wait, dropped (codec + room)", campaign.waits)
+    stats.record("in-process yrs panics (codec + room)", campaign.panics)
     report = (
         f"{campaign.sent} frames, refused {campaign.refused}, {campaign.partial} partial, "
-        f"{campaign.pending} left waiting ({campaign.overflows} beyond the bound), "
-        f"{campaign.panics} panics, {campaign.rebuilds} rebuilds from the store (and "
-        f"{campaign.timeouts} for parts that waited until a check), {campaign.overclaims} "
-        f"claiming more clients than bytes, {campaign.changes_waiting} changes that wait "
-        f"(known bug 7: room left), {campaign.unencodable} skipped (known bug 9)"
+        f"{campaign.pending} left something outside the document ({campaign.waits} of "
+        f"them waiting, dropped), {campaign.panics} panics, {campaign.rebuilds} rebuilds "
+        f"from the store, {campaign.overclaims} claiming more clients than bytes"
     )
     print(report)
     assert not campaign.mismatches, "\n".join(campaign.mismatches[:20])
     assert campaign.sent >= 95_000 * SCALE, report
-    assert campaign.partial > 0 and campaign.refused.get(4413, 0) > 0, report
+    assert campaign.refused.get(4413, 0) > 0, report
     # Every kind of input the fixes of bugs 1-3 deal with must occur.
-    assert campaign.pending > 0 and campaign.panics > 0 and campaign.overclaims > 0, report
-    assert campaign.rebuilds > 0 and (campaign.overflows > 0 or SCALE < 1), report
+    assert campaign.waits > 0 and campaign.pending > campaign.waits, report
+    assert campaign.panics > 0 and campaign.overclaims > 0 and campaign.rebuilds > 0, report
 
 
 # Hypothesis: the codec is a total function over bytes ------------------------------------------
@@ -352,37 +349,25 @@ def test_a_state_vector_with_a_huge_clock_is_answered_not_fatal():
     assert length == len(framed.payload)
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True,
-    reason="a presence number beyond a double is repeated as Infinity: tests/fuzz/README.md bug 6",
-)
 def test_presence_the_room_repeats_is_strict_json_even_for_numbers_beyond_a_double():
+    # tests/fuzz/README.md, known bug 6 (fixed).
     room = Room("presence", max_document_bytes=MAX_DOCUMENT_BYTES)
     peer = Peer()
     room.add_peer(peer)
     # Strict JSON (JSON.parse reads it as Infinity), but Python's json reads it as inf
-    # and writes it back as Infinity, which JSON.parse refuses.
+    # and would write it back as Infinity, which JSON.parse refuses.
     state = '{"cursor":1e999}'
-    try:
+    with contextlib.suppress(BadFrame):  # refusing it is one way to keep the promise
         room.apply_awareness(awareness_payload([(7, 1, state)]), peer)
-    except BadFrame:
-        return  # refusing it would be a fix too
     snapshot = room.awareness_snapshot()  # what every joiner and QueryAwareness gets
     local = room.local_awareness()  # what answers another process's query
-    assert snapshot is not None and local is not None
-    framed = read_frame(snapshot)
-    assert framed is not None
-    for payload in (framed.payload, local):
-        assert all(browser_reads(text) for text in presence_texts(payload)), payload
+    framed = read_frame(snapshot) if snapshot is not None else None
+    for payload in (framed.payload if framed else None, local):
+        assert payload is None or all(browser_reads(t) for t in presence_texts(payload)), payload
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True,
-    reason="the stored change of an update can wait for items: tests/fuzz/README.md bug 7",
-)
 def test_an_update_cannot_delete_what_a_client_writes_later():
+    # tests/fuzz/README.md, known bug 7 (fixed).
     author = Doc(client_id=5)
     fragment = author.get("xml", type=XmlFragment)
     fragment.children.append(XmlElement("p"))  # item 5:0...
@@ -390,32 +375,26 @@ def test_an_update_cannot_delete_what_a_client_writes_later():
     document = author.get_update()
     room = Room("waits", max_document_bytes=MAX_DOCUMENT_BYTES)
     room.apply_update(document, from_client=False)
-    # Client 5 at clock 10 (1-9 missing), inside the deleted item: it waits, but yrs
-    # reports the deletion of item 5:10 as the change it made.
-    try:
-        change = room.apply_update(text_inside(5, 10, parent=(5, 0)))
-    except BadUpdate as refused:
-        change = refused.partial
     stored: Doc[Any] = Doc()
     stored.apply_update(document)
-    if change is not None:
-        stored.apply_update(change)  # what the service stores and relays
+    # Client 5 at clock 10 (1-9 missing), inside the deleted item: it waits, and yrs
+    # reports the deletion of item 5:10 as the change it made.
+    apply_as_the_registry_does(room, text_inside(5, 10, parent=(5, 0)), stored)
     before = author.get_state()
     author.get("text", type=Text).insert(0, "abcdefghij")  # client 5's clocks 1-10
-    stored.apply_update(room.apply_update(author.get_update(before)) or b"\x00\x00")
+    apply_as_the_registry_does(room, author.get_update(before), stored)
     assert str(stored.get("text", type=Text)) == "abcdefghij"
+    assert str(room.doc.get("text", type=Text)) == "abcdefghij"
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True, reason="a room yrs cannot encode any more: tests/fuzz/README.md bug 9"
-)
 def test_a_room_that_took_an_update_can_still_be_encoded():
+    # tests/fuzz/README.md, known bug 9 (fixed).
     room = Room("encode", max_document_bytes=MAX_DOCUMENT_BYTES)
     room.apply_update(author_update(), from_client=False)
+    stored: Doc[Any] = Doc()
+    stored.apply_update(author_update())
     # One struct of client 0 at clock 1 (clock 0 missing): a GC of length 0. It waits.
-    with contextlib.suppress(BadUpdate):  # refusing it would be a fix too
-        room.apply_update(b"\x01\x01\x00\x01\x00\x00\x00")
+    apply_as_the_registry_does(room, b"\x01\x01\x00\x01\x00\x00\x00", stored)
     try:
         room.sync_step2(b"\x00")  # what every joiner gets
     except BaseException as error:
@@ -424,24 +403,16 @@ def test_a_room_that_took_an_update_can_still_be_encoded():
         pytest.fail(f"yrs panics encoding the room: {error}")
 
 
-# Known bug, kept as a test that fails until it is fixed (strict: a fix makes it XPASS).
-@pytest.mark.xfail(
-    strict=True, reason="a waiting update shows in the room: tests/fuzz/README.md bug 10"
-)
 def test_what_waits_in_a_room_is_not_shown_to_joiners():
+    # tests/fuzz/README.md, known bug 10 (fixed).
     room = Room("shows", max_document_bytes=MAX_DOCUMENT_BYTES)
     room.apply_update(author_update(), from_client=False)  # "hello", client 1 clocks 0-4
+    stored: Doc[Any] = Doc()
+    stored.apply_update(author_update())
     # One struct of client 127 at clock 1 (clock 0 missing): "X" after the author's "o".
     update = varint(1) + varint(1) + varint(127) + varint(1)
     update += b"\x84" + varint(1) + varint(4) + varint(1) + b"X" + b"\x00"
-    try:
-        change = room.apply_update(update)
-    except BadUpdate as refused:
-        change = refused.partial
-    stored: Doc[Any] = Doc()
-    stored.apply_update(author_update())
-    if change is not None:
-        stored.apply_update(change)  # what the service stores and relays to the watchers
+    apply_as_the_registry_does(room, update, stored)  # what is stored and relayed
     joiner: Doc[Any] = Doc()
     joiner.apply_update(room.doc.get_update())  # what a joiner's SyncStep2 carries
-    assert str(joiner.get("text", type=Text)) == str(stored.get("text", type=Text))
+    assert str(joiner.get("text", type=Text)) == str(stored.get("text", type=Text)) == "hello"

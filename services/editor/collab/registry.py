@@ -332,10 +332,16 @@ class RoomRegistry:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
             room.replace_doc(tail.update)
-            room.seq = SeqTracker(tail.last_seq)
-            room.size_bytes = tail.size_bytes
             if missed.update is not None:
+                # The room must hold all it relays: the second read may be newer.
+                try:
+                    room.apply_update(missed.update, from_client=False)
+                except CollabError as error:
+                    logger.error("stored update of %s does not apply: %s", doc_id, error)
                 room.broadcast(update_frame(missed.update))
+            # The second read covers the first and ends at least where it ends.
+            room.seq = SeqTracker(max(tail.last_seq, missed.last_seq))
+            room.size_bytes = missed.size_bytes
             if resync is not None and resync in room.peers:
                 # Its update was dropped with the old Doc: y-websocket clients answer a
                 # SyncStep1 with everything the room lacks, that update included.

@@ -116,6 +116,11 @@ class DocumentStore:
             return None  # a compaction trimmed the log between our two reads
         parts.extend(bytes(data) for _, data in rows)
         last_seq = rows[-1][0] if rows else base
+        if last_seq < doc.last_seq:
+            # Each statement sees what was committed when it began: a compaction by
+            # another process that committed after the snapshot was read deleted the
+            # rows after it. Reading on would return an old document.
+            return None
         if last_seq == after_seq:
             return Tail(None, after_seq, doc.size_bytes)
         update = parts[0] if len(parts) == 1 else merge_updates(*parts)
