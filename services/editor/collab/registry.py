@@ -347,7 +347,10 @@ class RoomRegistry:
                 # SyncStep1 with everything the room lacks, that update included.
                 resync.send(sync_step1_frame(room.doc.get_state()))
             metrics.ROOM_REBUILDS.inc()
-            logger.warning(
+            # Updates that wait follow every reconnect of a client that was typing; a
+            # refused update that damaged the room comes from a broken or hostile client.
+            logger.log(
+                logging.INFO if resync is not None else logging.WARNING,
                 "reloaded document %s from the store: %s (%.3f s)",
                 doc_id,
                 reason,
