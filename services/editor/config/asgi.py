@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from django.core.asgi import get_asgi_application
@@ -14,15 +13,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from collab.access import OriginGuard  # noqa: E402
 from collab.lifespan import lifespan  # noqa: E402
 from collab.routing import websocket_urlpatterns  # noqa: E402
+from collab_common.logs import keep_above_debug  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-# The WebSocket protocol logs on uvicorn's logger, at DEBUG, every handshake header
-# (session cookies) and the first and last bytes of every frame (document content).
-# Protocols read the level when a connection opens: never below INFO, even when
-# COLLAB_LOG_LEVEL=DEBUG. (Warnings and errors of that logger still reach the log.)
-_protocol_logger = logging.getLogger("uvicorn.error")
-if _protocol_logger.getEffectiveLevel() < logging.INFO:
-    _protocol_logger.setLevel(logging.INFO)
+# The WebSocket protocol logs secrets on uvicorn's logger at DEBUG: never below INFO,
+# even when COLLAB_LOG_LEVEL=DEBUG. (Its warnings and errors still reach the log.)
+keep_above_debug("uvicorn.error")
 
 # COLLAB_ALLOWED_ORIGINS: sockets from other Origins are closed with 4403 and API calls
 # from them get 403, before any token or database work (README, "Authentication").

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from pathlib import Path
 
 import dj_database_url
@@ -16,6 +15,7 @@ from collab_common.env import (
     env_float,
     env_int,
     env_list,
+    env_origins,
     env_required,
     env_str,
 )
@@ -121,12 +121,7 @@ COLLAB_AUTH_REQUIRED, COLLAB_TOKEN_SECRET = env_auth()
 COLLAB_TOKEN_TTL_SECONDS = env_int("COLLAB_TOKEN_TTL_SECONDS", 3600, minimum=60)
 # Origins (scheme://host[:port], as browsers send them) whose pages may open sockets and
 # call the API; empty: any. The same list as the gateway's GATEWAY_ALLOWED_ORIGINS.
-COLLAB_ALLOWED_ORIGINS = env_list("COLLAB_ALLOWED_ORIGINS", [])
-for _origin in COLLAB_ALLOWED_ORIGINS:
-    if not re.fullmatch(r"[a-z][a-z0-9+.-]*://[^/?#\s]+", _origin):
-        raise ImproperlyConfigured(
-            f"COLLAB_ALLOWED_ORIGINS entries are scheme://host[:port] with no path, got {_origin!r}"
-        )
+COLLAB_ALLOWED_ORIGINS = env_origins("COLLAB_ALLOWED_ORIGINS")
 
 # Limits and tuning of the collaboration core (see README, "Configuration").
 COLLAB_MAX_FRAME_BYTES = env_int("COLLAB_MAX_FRAME_BYTES", 2 * 1024 * 1024, minimum=1024)

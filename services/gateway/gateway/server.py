@@ -83,9 +83,7 @@ def quiet_secret_bearing_loggers() -> None:
     logger (whose protocols read the level when a connection opens), the editor side on
     the relay's own. httpcore logs every response header (a login's Set-Cookie).
     """
-    for name in ("uvicorn.error", UPSTREAM_LOGGER):
-        quiet = logging.getLogger(name)
-        quiet.setLevel(max(logging.INFO, quiet.getEffectiveLevel()))
+    logs.keep_above_debug("uvicorn.error", UPSTREAM_LOGGER)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 

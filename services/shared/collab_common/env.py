@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 
 class ImproperlyConfigured(ValueError):
@@ -74,6 +75,22 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+# Browsers send Origin as scheme://host[:port]: an entry with a path or a trailing slash
+# would never match it.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/?#\s]+")
+
+
+def env_origins(name: str) -> list[str]:
+    """Read a comma-separated list of allowed Origins (empty: any), each checked."""
+    origins = env_list(name, [])
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ImproperlyConfigured(
+                f"{name} entries are scheme://host[:port] with no path, got {origin!r}"
+            )
+    return origins
 
 
 def env_auth() -> tuple[bool, str | None]:

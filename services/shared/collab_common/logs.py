@@ -57,6 +57,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def keep_above_debug(*names: str) -> None:
+    """Keep these loggers at INFO at least, whatever COLLAB_LOG_LEVEL says.
+
+    The WebSocket libraries log every handshake header (session cookies) and the first
+    and last bytes of every frame (document content) at DEBUG. uvicorn's protocols read
+    the level when a connection opens, so this must run before the server starts.
+    """
+    for name in names:
+        quiet = logging.getLogger(name)
+        quiet.setLevel(max(logging.INFO, quiet.getEffectiveLevel()))
+
+
 def formatter(kind: LogFormat) -> logging.Formatter:
     """The formatter for COLLAB_LOG_FORMAT."""
     return JsonFormatter() if kind == "json" else logging.Formatter(PLAIN_FORMAT)
