@@ -447,3 +447,24 @@ async def test_a_connection_that_keeps_sending_updates_the_room_cannot_use_is_cl
     await hostile.pump_until(lambda: hostile.close_code is not None)
     assert hostile.close_code == 4400
     assert await stored_text("hoarded") == ""  # nothing of them was stored
+
+
+async def test_a_stored_document_yrs_cannot_apply_whole_is_served_as_far_as_it_applies(
+    two_processes, caplog
+):
+    first, _ = two_processes
+    author = Doc(client_id=1)
+    author.get("text", type=Text).insert(0, "hello")
+    # "hello", then a valid "!" followed by a struct whose parent is a character: yrs
+    # keeps "!" and refuses the rest, in every process that loads the log.
+    half_valid = bytes.fromhex("0102010504010474657874 012108000101017d0100".replace(" ", ""))
+    await AsyncStore(DocumentStore(using="postgres")).append(
+        {"corrupt": [author.get_update(), half_valid]}
+    )
+
+    joiner = await Peer(application(first), "corrupt").connect()
+    await joiner.pump_until(lambda: str(joiner.text) == "!hello")
+
+    assert joiner.close_code is None
+    assert "stored document corrupt does not apply whole" in caplog.text
+    await joiner.close()

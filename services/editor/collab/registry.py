@@ -25,7 +25,7 @@ from collab.events import AwarenessEvent, AwarenessQueryEvent, Event, UpdateEven
 from collab.fanout import Fanout
 from collab.journal import Journal, Pending
 from collab.room import Peer, Room, SeqTracker
-from collab.store import Appended, AsyncStore
+from collab.store import Appended, AsyncStore, Tail
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,7 @@ class RoomRegistry:
             if not await self.fanout.join(doc_id):
                 self._unsubscribed.add(doc_id)
             tail = await self.store.read_since(doc_id, 0)
-            if tail.update is not None:
-                room.apply_update(tail.update, from_client=False)
-            room.seq.note(1, tail.last_seq)
-            room.size_bytes = tail.size_bytes
+            self._install(room, tail)
             for event in self._buffered.pop(doc_id):
                 self._apply_event(room, event)
         except BaseException:
@@ -139,6 +136,21 @@ class RoomRegistry:
         )
         logger.debug("loaded document %s at seq %d", doc_id, room.seq.watermark)
         return room
+
+    def _install(self, room: Room, stored: Tail) -> None:
+        """Make the whole stored document the room's (a load, or a rebuild)."""
+        if not room.replace_doc(stored.update):
+            logger.error("stored document %s does not apply whole; serving what does", room.doc_id)
+        room.seq = SeqTracker(stored.last_seq)
+        room.size_bytes = stored.size_bytes
+
+    def _apply_stored(self, room: Room, update: bytes) -> bytes | None:
+        """Apply an update that is already durable; return what it changed in the room."""
+        try:
+            return room.apply_update(update, from_client=False)
+        except BadUpdate as error:
+            logger.error("stored update of %s does not apply: %s", room.doc_id, error)
+            return error.partial  # what yrs integrated stays: local peers need it too
 
     async def release(self, room: Room) -> None:
         """Drop one hold on the room; the last one flushes and unloads it."""
@@ -260,11 +272,7 @@ class RoomRegistry:
     def collab_update(self, room: Room, event: UpdateEvent) -> None:
         """Apply durable updates from another process and pass on what is new here."""
         for update in event["updates"]:
-            try:
-                change = room.apply_update(update, from_client=False)
-            except CollabError as error:
-                logger.error("stored update of %s does not apply: %s", room.doc_id, error)
-                continue
+            change = self._apply_stored(room, update)
             if change is not None:
                 # What the room gained, not the update as received: an update that
                 # arrives after one that depended on it (fan-out messages of different
@@ -331,17 +339,14 @@ class RoomRegistry:
                         logger.warning("cannot reload document %s yet: %s", doc_id, error)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
-            room.replace_doc(tail.update)
+            self._install(room, tail)
             if missed.update is not None:
-                # The room must hold all it relays: the second read may be newer.
-                try:
-                    room.apply_update(missed.update, from_client=False)
-                except CollabError as error:
-                    logger.error("stored update of %s does not apply: %s", doc_id, error)
+                # The room must hold all it relays: the second read may be newer. It
+                # starts at or before the first read's end, so the numbering stays whole.
+                self._apply_stored(room, missed.update)
+                room.seq.note(tail.last_seq + 1, missed.last_seq)
+                room.size_bytes = missed.size_bytes
                 room.broadcast(update_frame(missed.update))
-            # The second read covers the first and ends at least where it ends.
-            room.seq = SeqTracker(max(tail.last_seq, missed.last_seq))
-            room.size_bytes = missed.size_bytes
             if resync is not None and resync in room.peers:
                 # Its update was dropped with the old Doc: y-websocket clients answer a
                 # SyncStep1 with everything the room lacks, that update included.

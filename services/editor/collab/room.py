@@ -204,25 +204,28 @@ class Room:
                 raise
             return None  # the update does not even decode: yrs applied none of it
 
-    def replace_doc(self, stored: bytes | None) -> None:
+    def replace_doc(self, stored: bytes | None) -> bool:
         """Start over from the stored document, dropping whatever the old Doc held back.
 
-        Peers, presence and the awareness object stay; the caller brings the sequence
-        tracker and size up to what it read.
+        Returns False when yrs could not apply all of it: the Doc then holds what it
+        could, which is what every process serves. Peers, presence and the awareness
+        object stay; the caller brings the sequence tracker and size up to what it read.
         """
         self.doc.unobserve(self._doc_subscription)
         self.doc = Doc(client_id=self.doc.client_id)
         self._doc_subscription = self.doc.observe(self._collect_change)
         self._full_state_frame = None
         self.damaged = False
+        whole = True
         if stored is not None:
-            # Whatever yrs makes of the stored log is the document every process loads.
             try:
                 self.doc.apply_update(stored)
             except BaseException as error:
                 if not contain_yrs_errors(error):
                     raise
+                whole = False
         self._changes.clear()
+        return whole
 
     def _take_change(self) -> bytes | None:
         changes = [change for change in self._changes if change != _EMPTY_UPDATE]
