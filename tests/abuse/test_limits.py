@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import time
 
-import httpx
 import websockets
 
 from tests.abuse.editor import round_trip, start_editor
 from tests.fuzz import stats
-from tests.fuzz.live import raw_socket
+from tests.fuzz.live import http_get, raw_socket
 from tests.support.processes import GatewayInstance
 from tests.support.rawws import upgrade_request
 from tests.support.yclient import YClient, wait_until
@@ -70,8 +69,7 @@ async def test_a_message_flood_through_the_gateway_is_closed_with_4429_and_peers
     flooding = asyncio.create_task(flood(flooder, b"\x03", 5_000))
     lags = [await edit_latency(writer, reader, f"during-{index};") for index in range(5)]
     sent = await flooding
-    with_code = await asyncio.wait_for(flooder.wait_closed(), 10)
-    del with_code
+    await asyncio.wait_for(flooder.wait_closed(), 10)
     stats.record("abuse: frames of a flood through the gateway", sent)
     assert flooder.close_code == 4429 and flooder.close_reason == "message rate limit exceeded"
     assert max(lags) < 1, lags
@@ -103,8 +101,7 @@ async def test_a_message_flood_straight_at_the_editor_is_closed_with_4429_and_pe
     assert not writer.closed.is_set() and not reader.closed.is_set()
     late = await YClient(url).connect()  # the document is whole and still served
     assert str(late.text) == str(writer.text) == str(reader.text)
-    async with httpx.AsyncClient(timeout=10) as client:
-        exposed = (await client.get(f"{editor.base_url}/metrics")).text
+    exposed = (await http_get(f"{editor.base_url}/metrics")).text
     assert 'collab_refused_frames_total{reason="rate_limited"} 1.0' in exposed
     for client in (writer, reader, late):
         await client.close()
@@ -132,6 +129,14 @@ async def open_from(url: str, address: str, headers: dict[str, str] | None = Non
     return ws, None
 
 
+async def crowd(url: str, address: str, count: int) -> tuple[list, list]:
+    """`count` sockets opened at once from `address`: (those admitted, close codes of the rest)."""
+    outcomes = await asyncio.gather(*(open_from(url, address) for _ in range(count)))
+    admitted = [ws for ws, _ in outcomes if ws is not None]
+    refused = [code for ws, code in outcomes if ws is None]
+    return admitted, refused
+
+
 async def test_a_thousand_sockets_from_one_address_get_exactly_the_gateways_quota(
     editors, gateways, pg_database, redis_server
 ):
@@ -141,10 +146,10 @@ async def test_a_thousand_sockets_from_one_address_get_exactly_the_gateways_quot
     peer = await YClient(url).connect()
     other = await YClient(url).connect()
 
-    outcomes = await asyncio.gather(*(open_from(url, "127.0.0.3") for _ in range(1000)))
-    admitted = [ws for ws, _ in outcomes if ws is not None]
-    refused = [code for ws, code in outcomes if ws is None]
-    stats.record("connections opened (abuse: one address at the gateway)", len(outcomes))
+    admitted, refused = await crowd(url, "127.0.0.3", 1000)
+    stats.record(
+        "connections opened (abuse: one address at the gateway)", len(admitted) + len(refused)
+    )
     assert len(admitted) == 200, (len(admitted), set(map(str, refused)))
     assert set(refused) == {4429}
 
@@ -176,10 +181,8 @@ async def test_a_worker_full_of_sockets_refuses_more_with_1013_and_keeps_serving
     url = f"{editor.ws_url}/full"
     peer = await YClient(url).connect()
     other = await YClient(url).connect()
-    outcomes = await asyncio.gather(*(open_from(url, "127.0.0.6") for _ in range(1000)))
-    admitted = [ws for ws, _ in outcomes if ws is not None]
-    refused = [code for ws, code in outcomes if ws is None]
-    stats.record("connections opened (abuse: one worker's limit)", len(outcomes))
+    admitted, refused = await crowd(url, "127.0.0.6", 1000)
+    stats.record("connections opened (abuse: one worker's limit)", len(admitted) + len(refused))
     assert len(admitted) == 298, (len(admitted), set(map(str, refused)))
     assert set(refused) == {1013}
     assert await edit_latency(peer, other, "while-full;") < 2
@@ -196,8 +199,17 @@ async def test_a_worker_full_of_sockets_refuses_more_with_1013_and_keeps_serving
 
 # Slow handshakes (slowloris) -----------------------------------------------------------------
 
+TRICKLE_SECONDS = 6  # how long an attack lasts; the deadline under test is 1 s
 
-async def trickle(port: int, request: bytes, *, count: int, interval: float, duration: float):
+
+async def trickle(
+    port: int,
+    request: bytes,
+    *,
+    count: int,
+    interval: float = 0.2,
+    duration: float = TRICKLE_SECONDS,
+):
     """`count` connections sending `request` (never its last byte) one byte per `interval`.
 
     Returns how long each stayed open (None: still open after `duration`).
@@ -235,6 +247,16 @@ async def trickle(port: int, request: bytes, *, count: int, interval: float, dur
     return closed_after
 
 
+def slowest_drop(closed_after: list[float | None]) -> float:
+    """Seconds until the last trickling connection was dropped; every one must have been."""
+    still_open = sum(seconds is None for seconds in closed_after)
+    assert still_open == 0, (
+        f"{still_open} of {len(closed_after)} trickling connections "
+        f"still open after {TRICKLE_SECONDS} s"
+    )
+    return max(seconds for seconds in closed_after if seconds is not None)
+
+
 async def test_slowloris_at_the_gateway_is_cut_off_by_the_handshake_deadline(
     editors, gateways, pg_database
 ):
@@ -244,23 +266,15 @@ async def test_slowloris_at_the_gateway_is_cut_off_by_the_handshake_deadline(
     peer = await YClient(url).connect()
     other = await YClient(url).connect()
     attack = asyncio.create_task(
-        trickle(
-            gateway.port,
-            upgrade_request(gateway.port, "/ws/docs/loris"),
-            count=300,
-            interval=0.2,
-            duration=6,
-        )
+        trickle(gateway.port, upgrade_request(gateway.port, "/ws/docs/loris"), count=300)
     )
     await asyncio.sleep(0.5)
     newcomer = await YClient(url).connect(timeout=5)  # still admitted during the attack
     lag = await edit_latency(peer, other, "during-loris;")
     closed_after = await attack
     stats.record("connections opened (abuse: slowloris at the gateway)", len(closed_after))
-    still_open = sum(seconds is None for seconds in closed_after)
-    slowest = max(seconds for seconds in closed_after if seconds is not None)
+    slowest = slowest_drop(closed_after)
     stats.record("abuse: slowloris at the gateway, slowest drop (ms)", int(slowest * 1000))
-    assert still_open == 0, f"{still_open} of 300 trickling connections still open after 6 s"
     assert slowest < 3, slowest
     assert lag < 1 and str(newcomer.text) == str(peer.text)
     for client in (peer, other, newcomer):
@@ -268,10 +282,15 @@ async def test_slowloris_at_the_gateway_is_cut_off_by_the_handshake_deadline(
         await client.close()
 
 
+def healthz_request(port: int) -> bytes:
+    """The bytes of a plain HTTP GET /healthz on a loopback port."""
+    return f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+
 async def keep_alive_requests(port: int, *, gap: float) -> list[bytes]:
     """Two GET /healthz on one connection, `gap` seconds apart: the status line of each."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    request = healthz_request(port)
     statuses = []
     try:
         for index in range(2):
@@ -299,16 +318,9 @@ async def test_slowloris_straight_at_the_editor_is_cut_off_by_the_handshake_dead
     url = f"{editor.ws_url}/loris"
     peer = await YClient(url).connect()
     other = await YClient(url).connect()
-    health = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{editor.port}\r\n\r\n".encode()
     attack = asyncio.gather(
-        trickle(
-            editor.port,
-            upgrade_request(editor.port, "/ws/docs/loris"),
-            count=150,
-            interval=0.2,
-            duration=6,
-        ),
-        trickle(editor.port, health, count=50, interval=0.2, duration=6),
+        trickle(editor.port, upgrade_request(editor.port, "/ws/docs/loris"), count=150),
+        trickle(editor.port, healthz_request(editor.port), count=50),
     )
     await asyncio.sleep(0.5)
     newcomer = await YClient(url).connect(timeout=5)  # still admitted during the attack
@@ -318,9 +330,7 @@ async def test_slowloris_straight_at_the_editor_is_cut_off_by_the_handshake_dead
     upgrades, plain = await attack
     closed_after = upgrades + plain
     stats.record("connections opened (abuse: slowloris at the editor)", len(closed_after))
-    still_open = sum(seconds is None for seconds in closed_after)
-    assert still_open == 0, f"{still_open} of 200 trickling connections still open after 6 s"
-    slowest = max(closed_after)
+    slowest = slowest_drop(closed_after)
     stats.record("abuse: slowloris at the editor, slowest drop (ms)", int(slowest * 1000))
     assert slowest < 3, slowest
     assert statuses == [b"HTTP/1.1 200 OK"] * 2, statuses
@@ -328,8 +338,7 @@ async def test_slowloris_straight_at_the_editor_is_cut_off_by_the_handshake_dead
     for client in (peer, other, newcomer):
         assert not client.closed.is_set()
         await client.close()
-    async with httpx.AsyncClient(timeout=10) as client:
-        exposed = (await client.get(f"{editor.base_url}/metrics")).text
+    exposed = (await http_get(f"{editor.base_url}/metrics")).text
     assert 'collab_refused_connections_total{reason="handshake_timeout"} 200.0' in exposed
     dropped = [line for line in editor.logs().splitlines() if "no complete request head" in line]
     assert len(dropped) == 1, dropped  # a flood of them is summed up, at most once a minute

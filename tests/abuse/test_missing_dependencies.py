@@ -2,13 +2,15 @@
 
 yrs keeps the structs of such an update inside the Doc, waiting for the missing ones,
 and even a refused update can leave structs behind; nothing reports them. The editor
-therefore refuses a client's update that yrs does not take in whole (4400), stores and
-relays the part that applied, and reloads the room from the store before anyone reads
-it again. These tests show what a client sees:
+therefore takes a client's update only if yrs integrates it whole: one that depends on
+changes the room lacks is dropped (the room reloads from the store) and its sender asked
+again with a SyncStep1, and the ninth such update on one connection closes it with 4400;
+an update yrs refuses closes the connection with 4400 and the room reloads as well.
+These tests show what a client sees:
 
 - a refused update changes nothing for anyone: watchers, joiners and the store agree;
-- updates that would wait for missing ones are refused at once, so they cannot hoard
-  memory past the size cap.
+- updates that keep waiting for missing ones cannot hoard memory past the size cap:
+  they are dropped, and their connection closed after a few.
 """
 
 from __future__ import annotations
@@ -19,22 +21,10 @@ from pycrdt import Doc, Text
 
 from tests.abuse.editor import only_worker, send_and_close_code, send_frames, start_editor
 from tests.fuzz import stats
-from tests.fuzz.frames import author_update, update_frame, varint
+from tests.fuzz.frames import author_update, update_frame
 from tests.fuzz.live import stored_state, text_of, total_rss_bytes
 from tests.support.yclient import YClient, wait_until
-
-
-def refused_update_with_a_waiting_struct() -> bytes:
-    """Client 7 inserts "B" at clock 1 (clock 0 missing), then an item of the author whose
-    parent is a character: yrs refuses the update, yet "B" ends up in the document."""
-    waiting = b"\x04\x01" + varint(4) + b"text" + varint(1) + b"B"
-    broken = b"\x08\x00" + varint(1) + varint(1) + b"\x01\x7d\x01"
-    return (
-        varint(2)
-        + varint(1) + varint(7) + varint(1) + waiting
-        + varint(1) + varint(1) + varint(5) + broken
-        + b"\x00"
-    )  # fmt: skip
+from tests.support.yupdates import REFUSED_UPDATE_WITH_A_WAITING_STRUCT
 
 
 async def test_a_refused_update_leaves_nothing_behind_in_the_room(editors, pg_database):
@@ -44,7 +34,7 @@ async def test_a_refused_update_leaves_nothing_behind_in_the_room(editors, pg_da
     watcher = await YClient(url).connect()
     await wait_until(lambda: str(watcher.text) == "hello", what="the watcher to get hello")
 
-    code, _ = await send_and_close_code(url, update_frame(refused_update_with_a_waiting_struct()))
+    code, _ = await send_and_close_code(url, update_frame(REFUSED_UPDATE_WITH_A_WAITING_STRUCT))
     assert code == 4400
     watcher.insert("!")  # a legitimate edit afterwards (joiners then get the room's new state)
     await watcher.flushed()

@@ -20,6 +20,7 @@ from tests.fuzz import stats
 from tests.fuzz.frames import update_frame
 from tests.fuzz.live import (
     close_code_after,
+    http_get,
     stored_state,
     text_of,
     total_rss_bytes,
@@ -210,8 +211,7 @@ async def test_a_client_that_never_reads_is_dropped_and_the_editor_memory_stays_
         int(dropped_after if dropped_after is not None else -1),
     )
     assert grown < 30_000_000, f"the worker grew by {grown / 1e6:.0f} MB for a 1 MB queue"
-    async with httpx.AsyncClient(timeout=5) as client:
-        early = (await client.get(f"{editor.base_url}/metrics")).text
+    early = (await http_get(f"{editor.base_url}/metrics")).text
     slow = [line for line in early.splitlines() if "slow_consumer" in line and "refused" in line]
     assert dropped_after is not None, (
         f"the client that never reads was refused ({slow}) but the editor still holds its "
@@ -219,8 +219,7 @@ async def test_a_client_that_never_reads_is_dropped_and_the_editor_memory_stays_
         "sits in the transport's buffer, and a graceful close waits for a flush that never comes"
     )
     assert time.monotonic() - started < 60
-    async with httpx.AsyncClient(timeout=5) as client:
-        metrics = (await client.get(f"{editor.base_url}/metrics")).text
+    metrics = (await http_get(f"{editor.base_url}/metrics")).text
     assert 'collab_refused_frames_total{reason="slow_consumer"} 1.0' in metrics
     assert not writer.closed.is_set() and not reader.closed.is_set()
     for client in (writer, reader):

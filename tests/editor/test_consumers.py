@@ -7,22 +7,26 @@ rooms share Redis and PostgreSQL exactly as two gunicorn workers do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from collections.abc import AsyncIterator
 
 import pytest
 from channels.routing import URLRouter
 from channels_redis.pubsub import RedisPubSubChannelLayer
+from collab import metrics
 from collab.conf import CollabConfig
 from collab.consumers import DocumentConsumer
 from collab.docids import group_name
 from collab.registry import RoomRegistry
+from collab.session import MAX_WAITING_UPDATES
 from collab.store import AsyncStore, DocumentStore
 from django.urls import re_path
 from pycrdt import Doc, Text, create_update_message
 
 from tests.support.communicator import Peer
 from tests.support.processes import RedisServer
+from tests.support.yupdates import REFUSED_UPDATE_WITH_A_WAITING_STRUCT
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["postgres"])
 
@@ -34,6 +38,17 @@ def make_registry(redis: RedisServer, **overrides: object) -> RoomRegistry:
     layer = RedisPubSubChannelLayer(hosts=[redis.url], prefix=PREFIX)
     store = AsyncStore(DocumentStore(using="postgres"))
     return RoomRegistry(store=store, layer=layer, config=config)
+
+
+@contextlib.asynccontextmanager
+async def running_registry(redis: RedisServer, **overrides: object) -> AsyncIterator[RoomRegistry]:
+    """A started registry, stopped on the way out: one process of its own."""
+    registry = make_registry(redis, **overrides)
+    await registry.start()
+    try:
+        yield registry
+    finally:
+        await registry.stop()
 
 
 def application(registry: RoomRegistry) -> URLRouter:
@@ -309,9 +324,7 @@ async def test_half_valid_update_closes_its_sender_and_changes_nothing_anywhere(
 
 
 async def test_worker_at_its_connection_limit_refuses_with_1013(redis_server):
-    registry = make_registry(redis_server, max_connections=2)
-    await registry.start()
-    try:
+    async with running_registry(redis_server, max_connections=2) as registry:
         peers = [await Peer(application(registry), "full").connect() for _ in range(2)]
         third = Peer(application(registry), "full")
         connected, _ = await third.communicator.connect(timeout=5)
@@ -322,16 +335,13 @@ async def test_worker_at_its_connection_limit_refuses_with_1013(redis_server):
         fourth = await Peer(application(registry), "full").connect()  # a slot is free again
         for peer in (peers[1], fourth):
             await peer.close()
-    finally:
-        await registry.stop()
 
 
 async def test_a_connection_over_its_message_rate_is_closed_with_4429_and_its_peers_go_on(
     redis_server,
 ):
-    registry = make_registry(redis_server, rate_per_second=0.1, rate_burst=5)  # no refill here
-    await registry.start()
-    try:
+    # No refill within the test: the burst of five is all it gets.
+    async with running_registry(redis_server, rate_per_second=0.1, rate_burst=5) as registry:
         peer = await Peer(application(registry), "rated").connect()
         # Two frames of the burst of five: its SyncStep1, and SyncStep2 answering the server's.
         flooder = await Peer(application(registry), "rated").connect()
@@ -349,17 +359,11 @@ async def test_a_connection_over_its_message_rate_is_closed_with_4429_and_its_pe
         await other.pump_until(lambda: str(other.text) == "still here")
         for client in (peer, other):
             await client.close()
-    finally:
-        await registry.stop()
 
 
 async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_the_room(
     two_processes,
 ):
-    from collab import metrics
-
-    from tests.abuse.test_missing_dependencies import refused_update_with_a_waiting_struct
-
     first, second = two_processes
     author = Doc(client_id=1)
     author.get("text", type=Text).insert(0, "hello")
@@ -373,7 +377,7 @@ async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_
     rebuilds = metrics.ROOM_REBUILDS._value.get()
 
     bad = await Peer(application(first), "rebuilt").connect()
-    await bad.send_raw(create_update_message(refused_update_with_a_waiting_struct()))
+    await bad.send_raw(create_update_message(REFUSED_UPDATE_WITH_A_WAITING_STRUCT))
     await bad.pump_until(lambda: bad.close_code is not None)
     # Edits on both processes while the room is being reloaded: the local one waits for
     # the new Doc, the remote one's event waits in the buffer; neither may be lost.
@@ -399,11 +403,7 @@ async def test_refused_update_that_left_structs_waiting_is_dropped_by_reloading_
 async def test_an_update_depending_on_what_the_room_lacks_is_dropped_and_its_client_asked(
     redis_server,
 ):
-    from collab import metrics
-
-    registry = make_registry(redis_server)
-    await registry.start()
-    try:
+    async with running_registry(redis_server) as registry:
         writer = await Peer(application(registry), "waiting").connect()
         watcher = await Peer(application(registry), "waiting").connect()
         writer.text.insert(0, "hello")
@@ -423,15 +423,11 @@ async def test_an_update_depending_on_what_the_room_lacks_is_dropped_and_its_cli
         assert await stored_text("waiting") == "hello!"
         for peer in (writer, watcher):
             await peer.close()
-    finally:
-        await registry.stop()
 
 
 async def test_a_connection_that_keeps_sending_updates_the_room_cannot_use_is_closed(
     two_processes,
 ):
-    from collab.session import MAX_WAITING_UPDATES
-
     first, _ = two_processes
     hostile = await Peer(application(first), "hoarded").connect()
     author = Doc(client_id=77)

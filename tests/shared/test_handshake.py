@@ -11,17 +11,9 @@ import logging
 import pytest
 from collab_common.handshake import DroppedHandshakeLog
 
+from tests.support.clock import FakeClock
+
 LOGGER = "collab_common.handshake"
-
-
-class FakeClock:
-    """A monotonic clock the test advances by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -51,11 +43,11 @@ def test_a_flood_of_drops_writes_one_line_a_minute_with_the_count_since_the_last
     log = DroppedHandshakeLog(1.0, clock=clock)
     log.record()
     for _ in range(500):  # within the minute: counted, not logged
-        clock.now += 0.1
+        clock.advance(0.1)
         log.record()
     assert len(lines(caplog)) == 1
 
-    clock.now += 20  # 70 s after the first line
+    clock.advance(20)  # 70 s after the first line
     log.record()
 
     assert lines(caplog)[1:] == [

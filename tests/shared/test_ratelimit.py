@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from collab_common.ratelimit import TokenBucket
 
-
-class FakeClock:
-    """A monotonic clock the test advances by hand."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 def _bucket(rate: float, burst: int) -> tuple[TokenBucket, FakeClock]:
