@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from loadtests.harness import (
+    OTHER_LIMIT,
     CpuMeter,
     CpuSnapshot,
     DatabaseKind,
@@ -48,10 +49,12 @@ from loadtests.harness import (
     can_pin,
     collapsed_profile_summary,
     convergence_problems,
+    cpu_list,
     fetch_document_text,
     fmt,
     fmt_pct,
     fresh_database,
+    health_warnings,
     markdown_table,
     metric_total,
     pin_current_process,
@@ -69,12 +72,9 @@ from loadtests.harness import (
 Route = Literal["direct", "gateway"]
 ROUTES: tuple[Route, ...] = ("direct", "gateway")
 FRAMES_METRIC = "collab_gateway_frames_total"
-# A run starts when the whole machine keeps less than this share of one core busy...
-QUIET_CORES = 0.15
-# ...or after this many seconds of waiting, and then says so.
+# A run starts when the machine is quiet (harness.QUIET_CORES) or after this many seconds
+# of waiting, and then says so.
 QUIET_TIMEOUT = 30.0
-# A run during which other processes used more than this share of a core is repeated.
-OTHER_LIMIT = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +207,7 @@ class Bench:
         It starts once the machine is quiet (the previous run's after-work included).
         """
         s = self.settings
-        busy_before = await wait_until_quiet(QUIET_CORES, timeout=QUIET_TIMEOUT)
+        busy_before = await wait_until_quiet(timeout=QUIET_TIMEOUT)
         warmup = s.warmup if warmup is None else warmup
         duration = s.duration if duration is None else duration
         tag = uuid.uuid4().hex[:6]
@@ -460,16 +460,9 @@ def warnings(results: Sequence[RunResult], settings: Settings) -> list[str]:
     notes = []
     for r in results:
         name = f"{r.route} at {r.rate:g}/s per doc"
-        if r.share("generator") > 0.8:
-            notes.append(f"{name}: the generator used {r.share('generator'):.0%} of a core")
-        if r.schedule_late_p99_ms > 5:
-            notes.append(f"{name}: inserts left up to {r.schedule_late_p99_ms:.1f} ms late (p99)")
-        if r.busy_before > QUIET_CORES:
-            notes.append(f"{name}: started on a busy machine ({r.busy_before:.0%} of a core)")
+        notes += health_warnings(name, r)
         if r.attempts > 1:
             notes.append(f"{name}: measured at attempt {r.attempts} (the machine was busy)")
-        if r.share("other") > OTHER_LIMIT:
-            notes.append(f"{name}: other processes used {r.share('other'):.0%} of a core")
         offered = r.rate * settings.docs
         if r.delivered_per_s < 0.95 * offered:
             notes.append(f"{name}: delivered {r.delivered_per_s:.0f}/s of {offered:.0f}/s")
@@ -511,7 +504,7 @@ async def measure(
     file (collapsed stacks); it is left out of the results.
     """
     if settings.generator_cpus:
-        pin_current_process(int(cpu) for cpu in settings.generator_cpus.split(","))
+        pin_current_process(cpu_list(settings.generator_cpus))
     biggest = max(settings.rates) / settings.writers
     gateway_env = {
         # Production limits unless this load (or a generator catching up after a stall)
@@ -554,7 +547,7 @@ async def measure(
                         lambda: postgres_backends(database_url), descendants=False
                     )
                 meter = CpuMeter(probes)
-                await wait_until_quiet(QUIET_CORES, timeout=QUIET_TIMEOUT)
+                await wait_until_quiet(timeout=QUIET_TIMEOUT)
                 idle = await _idle(meter, 3.0)
                 bench = Bench(settings, editor.base_url, gateway.base_url, meter)
                 # A short unmeasured round first: imports, database connections, caches.

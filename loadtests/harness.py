@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import psycopg
 import websockets
@@ -574,8 +574,14 @@ def core_jiffies() -> dict[str, tuple[int, int]]:
     return cores
 
 
+# A run starts when the whole machine keeps less than this share of one core busy.
+QUIET_CORES = 0.15
+# Other processes using more than this share of a core during a run make its figures suspect.
+OTHER_LIMIT = 0.10
+
+
 async def wait_until_quiet(
-    limit: float = 0.15, *, interval: float = 1.0, timeout: float = 30.0
+    limit: float = QUIET_CORES, *, interval: float = 1.0, timeout: float = 30.0
 ) -> float:
     """Wait until the whole machine keeps less than `limit` of one core busy for `interval`.
 
@@ -712,6 +718,32 @@ def fmt(value: float, digits: int = 1) -> str:
 def fmt_pct(value: float) -> str:
     """A fraction as a percentage for a table; "-" for NaN."""
     return "-" if math.isnan(value) else f"{value:.0%}"
+
+
+class MeasuredRun(Protocol):
+    """What `health_warnings` reads of a run's result."""
+
+    busy_before: float  # cores the machine kept busy just before the run
+    schedule_late_p99_ms: float
+
+    def share(self, name: str) -> float:
+        """A CPU probe's share of one core ("generator", "other")."""
+        ...
+
+
+def health_warnings(name: str, run: MeasuredRun) -> list[str]:
+    """What makes a run's figures suspect: a busy generator or a busy machine."""
+    notes = []
+    generator, other = run.share("generator"), run.share("other")
+    if generator > 0.8:
+        notes.append(f"{name}: the generator used {generator:.0%} of a core")
+    if run.schedule_late_p99_ms > 5:
+        notes.append(f"{name}: inserts left up to {run.schedule_late_p99_ms:.1f} ms late (p99)")
+    if run.busy_before > QUIET_CORES:
+        notes.append(f"{name}: started on a busy machine ({run.busy_before:.0%} of a core)")
+    if other > OTHER_LIMIT:
+        notes.append(f"{name}: other processes used {other:.0%} of a core")
+    return notes
 
 
 # --------------------------------------------------------------------------------------

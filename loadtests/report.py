@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from loadtests.harness import fmt, markdown_table
+from loadtests.harness import fmt, health_warnings, markdown_table
 from loadtests.workload import RunResult
 
 if TYPE_CHECKING:
@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 # A generator above this share of its core, or this late, makes the latencies its own.
 GENERATOR_BUSY = 0.85
 GENERATOR_LATE_MS = 20.0
-QUIET_CORES = 0.15
-OTHER_LIMIT = 0.10
 # The reference run each of our runs is compared with (cross-pod: its single server).
 REFERENCE_OF = {"cross-pod steady": "steady", "cross-pod hot": "hot", "cross-pod hot, split": "hot"}
 
@@ -40,20 +38,24 @@ def _full(q: str) -> Callable[[RunResult], float]:
     return lambda r: float(r.extra.get("time_to_full_ms", {}).get(q, math.nan))
 
 
+LATENCY_P99 = Row("latency p99 ms", lambda r: r.latency_ms.p99, 2)
+SERVER_US = Row("server CPU µs/delivery", lambda r: r.us_per_delivery("server"))
+RSS_PER_IDLE = Row("RSS per idle connection KiB", _extra("rss_per_connection", 1 / 1024))
+TIME_TO_FULL_P99 = Row("time to full content p99 ms", _full("p99"))
 COMMON_ROWS = (
     Row("connect+sync p50 ms", lambda r: r.connect_ms.p50),
     Row("connect+sync p99 ms", lambda r: r.connect_ms.p99),
     Row("connect+sync max ms", lambda r: r.connect_ms.max),
     Row("latency p50 ms", lambda r: r.latency_ms.p50, 2),
     Row("latency p95 ms", lambda r: r.latency_ms.p95, 2),
-    Row("latency p99 ms", lambda r: r.latency_ms.p99, 2),
+    LATENCY_P99,
     Row("latency max ms", lambda r: r.latency_ms.max),
     Row("inserts/s", lambda r: r.inserts_per_s, 0),
     Row("deliveries/s offered", lambda r: r.offered_per_s, 0),
     Row("deliveries/s", lambda r: r.delivered_per_s, 0),
     Row("update frames read/s (echoes incl.)", lambda r: r.update_frames_per_s, 0),
     Row("server CPU, cores", lambda r: r.share("server"), 2),
-    Row("server CPU µs/delivery", lambda r: r.us_per_delivery("server")),
+    SERVER_US,
     Row("server+db CPU µs/delivery", lambda r: r.server_db_us_per_delivery()),
     Row("deliveries/s per server core", lambda r: r.deliveries_per_core(), 0),
     Row("database CPU, cores", lambda r: r.share("postgres"), 2),
@@ -61,12 +63,12 @@ COMMON_ROWS = (
 )
 IDLE_ROWS = (
     Row("idle connections", _extra("connections"), 0),
-    Row("RSS per idle connection KiB", _extra("rss_per_connection", 1 / 1024)),
+    RSS_PER_IDLE,
     Row("server CPU while idle ms/s", _extra("idle_server_cpu_ms_per_s")),
 )
 LATE_ROWS = (
     Row("time to full content p50 ms", _full("p50")),
-    Row("time to full content p99 ms", _full("p99")),
+    TIME_TO_FULL_P99,
     Row("time to full content max ms", _full("max")),
     Row("server CPU ms per joiner", _extra("server_cpu_ms_per_joiner")),
     Row("document bytes (Yjs update)", _extra("document_bytes"), 0),
@@ -102,7 +104,7 @@ def side_by_side(ours: RunResult | None, theirs: RunResult | None) -> str:
     scenario = either.scenario if either is not None else ""
     if ours is not None and len(ours.server_probes) > 1:
         # Several processes make "the server" (cross-pod): what each costs.
-        at = rows.index(COMMON_ROWS[12]) + 1
+        at = rows.index(SERVER_US) + 1
         rows[at:at] = [_part_row(name) for name in ours.server_probes]
     if scenario == "idle":
         rows[0:0] = IDLE_ROWS
@@ -242,46 +244,46 @@ def saturation_section(results: Sequence[RunResult]) -> str:
 # Summary and warnings
 # --------------------------------------------------------------------------------------
 
-HEADLINES: tuple[tuple[str, str, Row], ...] = (
-    ("steady", "latency p99 ms", COMMON_ROWS[5]),
-    ("steady", "server CPU µs/delivery", COMMON_ROWS[12]),
-    ("hot", "server CPU µs/delivery", COMMON_ROWS[12]),
-    ("hot", "latency p99 ms", COMMON_ROWS[5]),
-    ("idle", "RSS per idle connection KiB", IDLE_ROWS[1]),
-    ("late", "time to full content p99 ms", LATE_ROWS[1]),
-    ("cross-pod steady", "server CPU µs/delivery", COMMON_ROWS[12]),
-    ("cross-pod steady", "latency p99 ms", COMMON_ROWS[5]),
-    ("cross-pod hot", "server CPU µs/delivery", COMMON_ROWS[12]),
-    ("cross-pod hot", "latency p99 ms", COMMON_ROWS[5]),
-    ("cross-pod hot, split", "server CPU µs/delivery", COMMON_ROWS[12]),
-    ("cross-pod hot, split", "latency p99 ms", COMMON_ROWS[5]),
+HEADLINES: tuple[tuple[str, Row], ...] = (
+    ("steady", LATENCY_P99),
+    ("steady", SERVER_US),
+    ("hot", SERVER_US),
+    ("hot", LATENCY_P99),
+    ("idle", RSS_PER_IDLE),
+    ("late", TIME_TO_FULL_P99),
+    # Every cross-pod run: CPU first, then latency.
+    *((name, row) for name in REFERENCE_OF for row in (SERVER_US, LATENCY_P99)),
 )
+
+
+def _summary_row(
+    scenario: str, figure: str, ours: float, theirs: float, note: str, *, comparable: bool = True
+) -> dict[str, Any]:
+    """One headline figure of the summary (a JSON object in --json)."""
+    return {
+        "scenario": scenario,
+        "figure": figure,
+        "ours": ours,
+        "reference": theirs,
+        "ratio": ratio(ours, theirs) if comparable else math.nan,
+        "note": note,
+    }
 
 
 def summary_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     """The headline figures, ours and reference, with the ratio."""
     rows = []
-    for scenario, label, row in HEADLINES:
+    for scenario, row in HEADLINES:
         ours = _find(results, "ours", scenario)
         theirs = _find(results, "reference", REFERENCE_OF.get(scenario, scenario))
         if ours is None and (theirs is None or scenario in REFERENCE_OF):
             continue
-        a, b = _cell(ours, row), _cell(theirs, row)
         note = (
             f"reference: its single server's {REFERENCE_OF[scenario]}"
             if scenario in REFERENCE_OF
             else ""
         )
-        rows.append(
-            {
-                "scenario": scenario,
-                "figure": label,
-                "ours": a,
-                "reference": b,
-                "ratio": ratio(a, b),
-                "note": note,
-            }
-        )
+        rows.append(_summary_row(scenario, row.label, _cell(ours, row), _cell(theirs, row), note))
     if any(r.scenario == "saturation" for r in results):
         rows += _capacity_rows(results)
     return rows
@@ -295,22 +297,13 @@ def _capacity_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     )
     comparable = ours.server_limited and theirs.server_limited
     note = "" if comparable else f"lower bound: ours {ours.why_stopped}; ref {theirs.why_stopped}"
-    rows = []
-    for label, a, b in (
-        ("highest sustained deliveries/s", ours.deliveries_per_s, theirs.deliveries_per_s),
-        ("… per server core", ours.per_core, theirs.per_core),
-    ):
-        rows.append(
-            {
-                "scenario": "saturation",
-                "figure": label,
-                "ours": a,
-                "reference": b,
-                "ratio": ratio(a, b) if comparable else math.nan,
-                "note": note,
-            }
+    return [
+        _summary_row("saturation", label, a, b, note, comparable=comparable)
+        for label, a, b in (
+            ("highest sustained deliveries/s", ours.deliveries_per_s, theirs.deliveries_per_s),
+            ("… per server core", ours.per_core, theirs.per_core),
         )
-    return rows
+    ]
 
 
 def summary_table(results: Sequence[RunResult]) -> str:
@@ -335,14 +328,7 @@ def warnings(results: Sequence[RunResult]) -> list[str]:
         name = f"{r.server} {r.scenario}" + (
             f" step {r.extra['step']}" if "step" in r.extra else ""
         )
-        if r.share("generator") > 0.8:
-            notes.append(f"{name}: the generator used {r.share('generator'):.0%} of a core")
-        if r.schedule_late_p99_ms > 5:
-            notes.append(f"{name}: inserts left up to {r.schedule_late_p99_ms:.1f} ms late (p99)")
-        if r.busy_before > QUIET_CORES:
-            notes.append(f"{name}: started on a busy machine ({r.busy_before:.0%} of a core)")
-        if r.share("other") > OTHER_LIMIT:
-            notes.append(f"{name}: other processes used {r.share('other'):.0%} of a core")
+        notes += health_warnings(name, r)
         paced = r.scenario in ("steady", "hot") or r.scenario.startswith("cross-pod")
         if paced and r.delivered_per_s < 0.95 * r.offered_per_s:
             offered = f"{r.offered_per_s:.0f}/s offered"

@@ -46,6 +46,7 @@ from pycrdt import Doc, Text
 from loadtests import report
 from loadtests.harness import (
     CpuMeter,
+    CpuUsage,
     DatabaseKind,
     LoadClient,
     Machine,
@@ -53,6 +54,7 @@ from loadtests.harness import (
     can_pin,
     collapsed_profile_summary,
     convergence_problems,
+    cpu_list,
     gc_paused,
     pin_current_process,
     start_py_spy,
@@ -70,11 +72,20 @@ from loadtests.servers import (
     reference_version,
 )
 from loadtests.thin_client import ThinClient
-from loadtests.workload import Fleet, Load, RunResult, UrlFor, connect_all, measure
+from loadtests.workload import (
+    Fleet,
+    Load,
+    RunResult,
+    UrlFor,
+    add_stored_copy,
+    connect_all,
+    measure,
+    server_seconds,
+    wait_for,
+)
 
 SCENARIOS = ("idle", "steady", "hot", "late", "saturation", "cross-pod")
 SERVERS = ("ours", "reference")
-QUIET_CORES = 0.15  # a run starts once the machine keeps less than this busy...
 
 
 # The full mode's loads (frozen, so shared defaults are safe).
@@ -225,7 +236,7 @@ async def idle(session: Session) -> list[RunResult]:
         rss_before = target.rss_bytes()
         await fleet.connect()
         await asyncio.sleep(2.0)  # let the server finish the handshakes' after-work
-        await wait_until_quiet(QUIET_CORES, timeout=s.quiet_timeout)
+        await wait_until_quiet(timeout=s.quiet_timeout)
         await asyncio.to_thread(meter.refresh)
         before = meter.snapshot()
         await asyncio.sleep(s.duration)
@@ -244,7 +255,7 @@ async def idle(session: Session) -> list[RunResult]:
         )
     finally:
         await fleet.close()
-    server = sum(usage.processes.get(name, 0.0) for name in target.server_probes())
+    server = server_seconds(usage.processes, target)
     result.busy_before = busy
     result.extra.update(
         connections=load.connections,
@@ -277,15 +288,15 @@ async def late_joiners(session: Session) -> list[RunResult]:
     try:
         await connect_all([builder, watcher])
         build_s = await _build_history(builder, watcher, s)
-        await wait_until_quiet(QUIET_CORES, timeout=s.quiet_timeout)  # e.g. compaction
+        await wait_until_quiet(timeout=s.quiet_timeout)  # e.g. compaction
         await asyncio.to_thread(session.meter.refresh)
         with gc_paused():
             before = session.meter.snapshot()
             await connect_all(joiners, concurrency=len(joiners))
             # Both servers send the whole document in the SyncStep2; should content come
             # later, the (costly) stamp count below waits for it, and replay() times it.
-            await _wait_for(lambda: all(j.synced_ns for j in joiners), s.drain_timeout)
-            await _wait_for(
+            await wait_for(lambda: all(j.synced_ns for j in joiners), s.drain_timeout)
+            await wait_for(
                 lambda: all(j.kept_stamps() >= s.history for j in joiners),
                 s.drain_timeout,
                 interval=0.2,
@@ -308,19 +319,8 @@ async def _build_history(builder: LoadClient, watcher: ThinClient, s: Settings) 
     for _ in range(s.history // s.history_batch):
         await builder.insert_stamped_batch(s.history_batch)
     # Generous: a slow server gets minutes to relay 20,000 updates, then the run fails.
-    await _wait_for(lambda: len(watcher.seen) >= s.history, 10 * s.drain_timeout)
+    await wait_for(lambda: len(watcher.seen) >= s.history, 10 * s.drain_timeout)
     return time.monotonic() - started
-
-
-async def _wait_for(
-    condition: Callable[[], bool], timeout: float, *, interval: float = 0.005
-) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(interval)
-    return True
 
 
 def _late_problems(
@@ -351,18 +351,16 @@ def _rebuild_text(joiner: ThinClient) -> str:
 
 
 async def _stored_problems(target: Target, doc_id: str, builder: LoadClient) -> list[str]:
-    try:
-        stored = await asyncio.to_thread(target.stored_text, doc_id)
-    except OSError as error:
-        return [f"{doc_id}: cannot read the stored copy: {error}"]
-    if stored is None:
-        return []
-    return [f"{doc_id}: {p}" for p in convergence_problems(builder.sent, {"stored": stored})]
+    copies: dict[str, str] = {}
+    problems = await add_stored_copy(target, doc_id, copies)
+    if copies:
+        problems += [f"{doc_id}: {p}" for p in convergence_problems(builder.sent, copies)]
+    return problems
 
 
 def _late_result(
     session: Session,
-    usage: Any,
+    usage: CpuUsage,
     builder: LoadClient,
     watcher: ThinClient,
     joiners: Sequence[ThinClient],
@@ -374,7 +372,7 @@ def _late_result(
     for joiner in joiners:
         full_ns = joiner.time_to_count_ns(s.history)
         full_ms.append((full_ns - joiner.started_ns) / 1e6 if full_ns else math.nan)
-    server = sum(usage.processes.get(name, 0.0) for name in target.server_probes())
+    server = server_seconds(usage.processes, target)
     watcher_latency = [received - sent for sent, received in watcher.deliveries]
     return RunResult(
         scenario="late",
@@ -526,7 +524,7 @@ async def _warm_up(session: Session) -> None:
 
 
 async def _quiet(session: Session) -> float:
-    return await wait_until_quiet(QUIET_CORES, timeout=session.settings.quiet_timeout)
+    return await wait_until_quiet(timeout=session.settings.quiet_timeout)
 
 
 async def run_scenarios(
@@ -564,7 +562,7 @@ def _crashed(target: Target, name: str, error: Exception) -> RunResult:
 async def measure_all(settings: Settings) -> list[RunResult]:
     """Every selected scenario on every selected server setup, one setup after the other."""
     if settings.generator_cpus:
-        pin_current_process(int(cpu) for cpu in settings.generator_cpus.split(","))
+        pin_current_process(cpu_list(settings.generator_cpus))
     wanted = settings.scenarios
     results: list[RunResult] = []
     single = [name for name in SINGLE_SERVER if name in wanted]

@@ -113,19 +113,20 @@ class Fleet:
     def all_thin(self) -> list[ThinClient]:
         return [client for doc in self.thin for client in doc]
 
+    def everyone(self) -> list[LoadClient | ThinClient]:
+        """Every client, full ones first."""
+        return [*self.all_full(), *self.all_thin()]
+
     async def connect(self, concurrency: int = CONNECT_CONCURRENCY) -> None:
         """Connect every client, at most `concurrency` handshakes at a time."""
-        await connect_all([*self.all_full(), *self.all_thin()], concurrency)
+        await connect_all(self.everyone(), concurrency)
 
     def connect_ms(self) -> list[float]:
         """Connect + sync time of every client (ms)."""
-        times = [c.connect_ns for c in self.all_full()] + [c.connect_ns for c in self.all_thin()]
-        return [t / 1e6 for t in times]
+        return [c.connect_ns / 1e6 for c in self.everyone()]
 
     async def close(self) -> None:
-        await asyncio.gather(
-            *(c.close() for c in self.all_full()), *(c.close() for c in self.all_thin())
-        )
+        await asyncio.gather(*(c.close() for c in self.everyone()))
 
     def headers(self, name: str) -> list[str]:
         """One handshake response header of every client (e.g. x-collab-upstream)."""
@@ -139,8 +140,7 @@ class Fleet:
         return [stamp for client in self.full[d][: self.load.writers] for stamp in client.sent]
 
     def update_frames(self) -> int:
-        full = sum(c.update_frames for c in self.all_full())
-        return full + sum(c.update_frames for c in self.all_thin())
+        return sum(c.update_frames for c in self.everyone())
 
     def window_figures(self, lo: int, hi: int) -> tuple[int, list[int], int]:
         """Inserts sent in [lo, hi), latencies (ns) of their deliveries, deliveries read then."""
@@ -173,18 +173,11 @@ class Fleet:
         return True
 
     def anyone_closed(self) -> bool:
-        clients: list[LoadClient | ThinClient] = [*self.all_full(), *self.all_thin()]
-        return any(client.closed.is_set() for client in clients)
+        return any(client.closed.is_set() for client in self.everyone())
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every insert has arrived everywhere (or a client closed, or timeout)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.all_arrived():
-                return True
-            if self.anyone_closed():
-                return False
-            await asyncio.sleep(0.05)
+        await wait_for(lambda: self.all_arrived() or self.anyone_closed(), timeout, interval=0.05)
         return self.all_arrived()
 
     # -- the verdict --------------------------------------------------------------------
@@ -197,7 +190,7 @@ class Fleet:
             # The clients' documents are read here, on the loop that updates them.
             copies = {client.writer: str(client.text) for client in self.full[d]}
             if target is not None:
-                problems += await _add_stored_copy(target, doc_id, copies)
+                problems += await add_stored_copy(target, doc_id, copies)
             expected = self.expected(d)
             problems += [f"{doc_id}: {p}" for p in convergence_problems(expected, copies)]
             wanted = {(s.writer, s.seq) for s in expected}
@@ -238,7 +231,20 @@ async def connect_all(
     await asyncio.gather(*(one(client) for client in clients))
 
 
-async def _add_stored_copy(target: Target, doc_id: str, copies: dict[str, str]) -> list[str]:
+async def wait_for(
+    condition: Callable[[], bool], timeout: float, *, interval: float = 0.005
+) -> bool:
+    """Poll `condition` every `interval` seconds until it holds (True) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
+
+
+async def add_stored_copy(target: Target, doc_id: str, copies: dict[str, str]) -> list[str]:
+    """Add the target's stored copy of a document to `copies` (if it stores one); problems."""
     try:
         stored = await asyncio.to_thread(target.stored_text, doc_id)
     except OSError as error:
@@ -298,12 +304,15 @@ class RunResult:
 
     def server_db_us_per_delivery(self) -> float:
         """The server's and its database's CPU per delivered update."""
+        if not self.delivered:
+            return math.nan
         db = self.cpu_s.get("postgres", 0.0)
         return (self.cpu_s.get("server", math.nan) + db) * 1e6 / self.delivered
 
     def deliveries_per_core(self) -> float:
         """Deliveries per second per core of server CPU."""
-        return self.delivered_per_s / self.share("server")
+        server = self.share("server")
+        return self.delivered_per_s / server if server else math.nan
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -407,8 +416,8 @@ def window_result(
     assert window.before is not None and window.after is not None
     usage = CpuMeter.usage(window.before, window.after)
     sent, latencies, delivered = fleet.window_figures(window.before.at_ns, window.after.at_ns)
-    server = sum(usage.processes.get(name, 0.0) for name in target.server_probes())
-    system = sum(usage.system.get(name, 0.0) for name in target.server_probes())
+    server = server_seconds(usage.processes, target)
+    system = server_seconds(usage.system, target)
     load = fleet.load
     paced = Load(load.docs, load.full, load.thin, load.writers, rate)
     return RunResult(
@@ -434,3 +443,8 @@ def window_result(
         },
         problems=problems,
     )
+
+
+def server_seconds(cpu_s: dict[str, float], target: Target) -> float:
+    """The CPU seconds of the probes that make up "the server", summed."""
+    return sum(cpu_s.get(name, 0.0) for name in target.server_probes())
