@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import pytest
-from pycrdt import Doc
 
 from tests.fuzz import stats
 from tests.fuzz.frames import (
@@ -29,6 +28,7 @@ from tests.fuzz.frames import (
     corpus_inputs,
     covers,
     same_document,
+    state_of,
     update_frame,
     update_pool,
 )
@@ -71,12 +71,12 @@ async def test_corpus_over_a_real_socket(editors, pg_database):
     pids = worker_pids(editor)
     watcher = await YClient(f"{editor.ws_url}/corpus-watch").connect()
     mismatches = []
+    state = state_of(DOCUMENT)
     for index, (name, frame) in enumerate(INPUTS):
         doc_id = f"corpus-{index}"
         writer = await raw_socket(f"{editor.ws_url}/{doc_id}")
         for update in DOCUMENT:
             await writer.send(update_frame(update))
-        state = _state_of(DOCUMENT)
         verdict = classify(frame, room_state=state, size_bytes=len(state))
         expected = verdict.close_code(0)
         ws = await raw_socket(f"{editor.ws_url}/{doc_id}")
@@ -132,10 +132,3 @@ async def _consistent(editor: EditorInstance, doc_id: str, written: bytes) -> bo
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.05)
-
-
-def _state_of(updates: Any) -> bytes:
-    doc: Doc[Any] = Doc()
-    for update in updates:
-        doc.apply_update(update)
-    return doc.get_update()

@@ -15,7 +15,7 @@ the room.
 from __future__ import annotations
 
 import contextlib
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,6 +38,7 @@ from tests.fuzz.frames import (
     MAX_AWARENESS_BYTES,
     MAX_DOCUMENT_BYTES,
     MAX_FRAME_BYTES,
+    SCALE,
     HalfValid,
     Oracle,
     author_update,
@@ -55,7 +56,6 @@ from tests.fuzz.frames import (
     varint,
 )
 
-SCALE = float(os.environ.get("COLLAB_FUZZ_SCALE", "1"))
 FRAMES_PER_ROOM = 2000
 
 
@@ -108,19 +108,9 @@ def apply_as_the_registry_does(room: Room, update: bytes, stored: Doc[Any]) -> N
         room.replace_doc(stored.get_update())
 
 
-class RoomCampaign:
+@dataclass
+class RoomCampaign(stats.Tally):
     """Frames against rooms; the room must always equal the mirror of what it reported."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.refused: dict[int, int] = {}
-        self.partial = 0
-        self.pending = 0
-        self.waits = 0
-        self.panics = 0
-        self.overclaims = 0
-        self.rebuilds = 0
-        self.mismatches: list[str] = []
 
     def run(self, frames: list[Any]) -> None:
         pool = update_pool()
@@ -172,11 +162,7 @@ class RoomCampaign:
             verdict = oracle.verdict(
                 frame, room_state=room.doc.get_update, size_bytes=room.size_bytes
             )
-            self.sent += 1
-            self.pending += verdict.pending
-            self.waits += verdict.waits
-            self.panics += verdict.panic
-            self.overclaims += verdict.overclaims
+            self.count(verdict)
             code: int | None = None
             change: bytes | None = None
             try:
@@ -189,7 +175,7 @@ class RoomCampaign:
             else:
                 self.check_replies(frame, replies)
             if code is not None:
-                self.refused[code] = self.refused.get(code, 0) + 1
+                self.refuse(code)
             if code != verdict.code:
                 path = stats.save_finding("room-code", frame)
                 self.mismatches.append(
@@ -295,13 +281,18 @@ def test_codec_and_room_refuse_exactly_what_the_oracle_refuses_and_report_every_
 # Hypothesis: the codec is a total function over bytes ------------------------------------------
 
 
-@settings(
-    max_examples=int(2000 * SCALE) or 1,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+def properties(examples: int) -> settings:
+    """Hypothesis settings of the properties: `examples` (scaled), the same ones every run."""
+    return settings(
+        max_examples=int(examples * SCALE) or 1,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+@properties(2000)
 @given(frame=frame_strategy().filter(lambda frame: isinstance(frame, bytes)))
 def test_parse_answers_a_message_or_bad_frame_and_agrees_with_the_reference_reader(frame):
     stats.record("in-process frames (hypothesis, codec)")
@@ -321,13 +312,7 @@ def test_parse_answers_a_message_or_bad_frame_and_agrees_with_the_reference_read
     assert payload == reference.payload
 
 
-@settings(
-    max_examples=int(600 * SCALE) or 1,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@properties(600)
 @given(
     frames=st.lists(frame_strategy(), min_size=1, max_size=8),
     preload=st.integers(0, 60),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from tests.fuzz import stats
 from tests.fuzz.frames import (
     MAX_DOCUMENT_BYTES,
     MAX_WAITING_UPDATES,
+    SCALE,
     HalfValid,
     Oracle,
     author_update,
@@ -58,8 +58,6 @@ from tests.support.processes import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["postgres"])
 
-# COLLAB_FUZZ_SCALE=0.1 for a quick local run; `make test` runs the full amount.
-SCALE = float(os.environ.get("COLLAB_FUZZ_SCALE", "1"))
 # Frames per document before its invariants are checked and a new document starts.
 FRAMES_PER_DOCUMENT = 1000
 
@@ -72,6 +70,15 @@ async def workers(redis_server: RedisServer) -> AsyncIterator[tuple[RoomRegistry
     yield first, second
     await first.stop()
     await second.stop()
+
+
+@pytest.fixture
+async def registry(redis_server: RedisServer) -> AsyncIterator[RoomRegistry]:
+    """One worker's registry whose heal loop stays out of the test's way."""
+    registry = make_registry(redis_server, heal_interval_seconds=3600.0)
+    await registry.start()
+    yield registry
+    await registry.stop()
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5) -> bool:
@@ -87,23 +94,14 @@ async def until(condition: Callable[[], bool], timeout: float = 5) -> bool:
 
 
 @dataclass
-class Campaign:
+class Campaign(stats.Tally):
     """Runs frames against documents and checks the service's promises after each one."""
 
     first: RoomRegistry
     second: RoomRegistry
     label: str
-    sent: int = 0
-    refused: dict[int, int] = field(default_factory=dict)
-    partial: int = 0
-    pending: int = 0
-    waits: int = 0
-    panics: int = 0
-    overclaims: int = 0
-    rebuilds: int = 0
     hoarders: int = 0  # connections closed for their ninth update that waited
     documents: int = 0
-    mismatches: list[str] = field(default_factory=list)
     accepted: list[bytes] = field(default_factory=list)
 
     async def run(self, frames: list[Any]) -> None:
@@ -153,10 +151,7 @@ class Campaign:
             expected = verdict.close_code(waited)
             before = room.doc.get_update() if verdict.damages else b""
             asked = len(attacker.asked)
-            self.pending += verdict.pending
-            self.waits += verdict.waits
-            self.panics += verdict.panic
-            self.overclaims += verdict.overclaims
+            self.count(verdict)
             room_changes.clear()
             try:
                 code = await attacker.send(frame)
@@ -165,7 +160,6 @@ class Campaign:
                 raise AssertionError(
                     f"the consumer raised {error!r} for the frame saved in {path}"
                 ) from error
-            self.sent += 1
             if code != expected:
                 path = stats.save_finding("code", frame)
                 self.mismatches.append(
@@ -214,7 +208,7 @@ class Campaign:
             waited += verdict.waits
             self.hoarders += verdict.waits and code is not None
             if code is not None:
-                self.refused[code] = self.refused.get(code, 0) + 1
+                self.refuse(code)
                 await attacker.close()
                 attacker = await Socket(self.first, doc_id).open(sync=False)
                 waited = 0
@@ -299,19 +293,32 @@ def rebuilds_so_far() -> int:
     return int(REGISTRY.get_sample_value("collab_room_rebuilds_total") or 0)
 
 
-@pytest.mark.timeout(600, method="thread")  # a yrs hang holds the GIL: only a thread sees it
-async def test_bulk_mutated_frames_close_only_their_connection_with_the_right_code(workers, caplog):
+async def run_campaign(
+    workers: tuple[RoomRegistry, RoomRegistry],
+    caplog: Any,
+    label: str,
+    frames: list[Any],
+    *,
+    source: str,
+) -> Campaign:
+    """The frames against two workers, counted (as from `source`) and reported; no promise
+    may be broken."""
     caplog.set_level(logging.WARNING, logger="collab")  # one INFO line per refusal otherwise
     caplog.set_level(logging.ERROR, logger="collab.registry")  # and a WARNING per rebuild
-    first, second = workers
-    campaign = Campaign(first, second, "bulk")
-    frames = seeded_frames(seed=1, count=int(22_000 * SCALE))
+    campaign = Campaign(*workers, label)
     await campaign.run(frames)
-    stats.record("in-process frames (seeded mutations)", campaign.sent)
+    stats.record(f"in-process frames ({source})", campaign.sent)
     stats.record("in-process rooms rebuilt from the store (registry)", campaign.rebuilds)
     stats.record("in-process updates that wait, dropped (registry)", campaign.waits)
     print(campaign.report())
     assert not campaign.mismatches, "\n".join(campaign.mismatches[:20])
+    return campaign
+
+
+@pytest.mark.timeout(600, method="thread")  # a yrs hang holds the GIL: only a thread sees it
+async def test_bulk_mutated_frames_close_only_their_connection_with_the_right_code(workers, caplog):
+    frames = seeded_frames(seed=1, count=int(22_000 * SCALE))
+    campaign = await run_campaign(workers, caplog, "bulk", frames, source="seeded mutations")
     assert campaign.sent >= 20_000 * SCALE, campaign.report()
     # The run must reach every outcome, or the oracle and the generator have drifted.
     assert campaign.refused.get(4400, 0) > 15_000 * SCALE and campaign.refused.get(4413, 0) > 0
@@ -321,20 +328,13 @@ async def test_bulk_mutated_frames_close_only_their_connection_with_the_right_co
 
 @pytest.mark.timeout(300, method="thread")
 async def test_structured_frames_from_hypothesis(workers, caplog):
-    caplog.set_level(logging.WARNING, logger="collab")
-    caplog.set_level(logging.ERROR, logger="collab.registry")
-    first, second = workers
-    campaign = Campaign(first, second, "structured")
     frames = generate(
         st.lists(frame_strategy(), min_size=40, max_size=40), max(1, int(150 * SCALE))
     )
     flat = [frame for batch in frames for frame in batch]
-    await campaign.run(flat)
-    stats.record("in-process frames (hypothesis strategies)", campaign.sent)
-    stats.record("in-process rooms rebuilt from the store (registry)", campaign.rebuilds)
-    stats.record("in-process updates that wait, dropped (registry)", campaign.waits)
-    print(campaign.report())
-    assert not campaign.mismatches, "\n".join(campaign.mismatches[:20])
+    campaign = await run_campaign(
+        workers, caplog, "structured", flat, source="hypothesis strategies"
+    )
     assert campaign.sent >= 5_000 * SCALE, campaign.report()
 
 
@@ -378,86 +378,77 @@ async def test_a_room_damaged_while_its_unload_waits_for_the_journal_stays_usabl
 
 
 async def test_an_update_accepted_while_a_rebuild_reads_the_store_stays_in_the_room(
-    redis_server, monkeypatch
+    registry, monkeypatch
 ):
     # tests/fuzz/README.md, known bug 11 (fixed): sessions wait while a room is rebuilt.
-    registry = make_registry(redis_server, heal_interval_seconds=3600.0)
-    await registry.start()
-    try:
-        doc_id = new_doc_id("rebuild")
-        room = await registry.acquire(doc_id)
-        await registry.accept_update(room, author_update(), None)
-        writer: Doc[Any] = Doc(client_id=7)
-        writer.get("text", type=Text).insert(0, " later")
-        later = writer.get_update()
-        read_since = registry.store.read_since
-        delivered: list[asyncio.Task[None]] = []
+    doc_id = new_doc_id("rebuild")
+    room = await registry.acquire(doc_id)
+    await registry.accept_update(room, author_update(), None)
+    writer: Doc[Any] = Doc(client_id=7)
+    writer.get("text", type=Text).insert(0, " later")
+    later = writer.get_update()
+    read_since = registry.store.read_since
+    delivered: list[asyncio.Task[None]] = []
 
-        async def deliver() -> None:
-            # What Session.receive does with a client's update.
-            if room.damaged:
-                await registry.settled(room)
-            durable = registry.accept_update(room, later, None)
-            assert durable is not None
-            await durable
+    async def deliver() -> None:
+        # What Session.receive does with a client's update.
+        if room.damaged:
+            await registry.settled(room)
+        durable = registry.accept_update(room, later, None)
+        assert durable is not None
+        await durable
 
-        async def reading(doc: str, seq: int) -> Any:
-            if doc == doc_id and seq == 0 and not delivered:
-                # A client's update arrives while the rebuild reads the store.
-                delivered.append(asyncio.create_task(deliver()))
-                await asyncio.sleep(0)  # it gets as far as it may before the read
-            return await read_since(doc, seq)
+    async def reading(doc: str, seq: int) -> Any:
+        if doc == doc_id and seq == 0 and not delivered:
+            # A client's update arrives while the rebuild reads the store.
+            delivered.append(asyncio.create_task(deliver()))
+            await asyncio.sleep(0)  # it gets as far as it may before the read
+        return await read_since(doc, seq)
 
-        monkeypatch.setattr(registry.store, "read_since", reading)
-        # It depends on changes the room lacks: the room is rebuilt without it.
-        with pytest.raises(UpdateWaits):
-            registry.accept_update(room, text_inside(99, 5, parent=(99, 0)), None)
-        await registry.settled(room)
-        assert delivered, "the rebuild did not read the store"
-        await delivered[0]
-        stored = await read_since(doc_id, 0)
-        assert stored.update is not None
-        assert same_document(room.doc.get_update(), stored.update), "the room lost the update"
-        assert " later" in str(room.doc.get("text", type=Text))
-        await registry.release(room)
-    finally:
-        await registry.stop()
+    monkeypatch.setattr(registry.store, "read_since", reading)
+    # It depends on changes the room lacks: the room is rebuilt without it.
+    with pytest.raises(UpdateWaits):
+        registry.accept_update(room, text_inside(99, 5, parent=(99, 0)), None)
+    await registry.settled(room)
+    assert delivered, "the rebuild did not read the store"
+    await delivered[0]
+    stored = await read_since(doc_id, 0)
+    assert stored.update is not None
+    assert same_document(room.doc.get_update(), stored.update), "the room lost the update"
+    assert " later" in str(room.doc.get("text", type=Text))
+    await registry.release(room)
 
 
-async def test_a_rebuilt_room_holds_what_it_relays_to_its_peers(redis_server, monkeypatch):
-    registry = make_registry(redis_server, heal_interval_seconds=3600.0)
-    await registry.start()
-    try:
-        doc_id = new_doc_id("relayed")
-        room = await registry.acquire(doc_id)
-        await registry.accept_update(room, author_update(), None)
-        peer = Peer()
-        room.add_peer(peer)
-        other: Doc[Any] = Doc(client_id=8)
-        other.get("text", type=Text).insert(0, "meanwhile ")
-        read_since = registry.store.read_since
+async def test_a_rebuilt_room_holds_what_it_relays_to_its_peers(registry, monkeypatch):
+    # tests/fuzz/README.md, known bug 12 (fixed): a rebuild applies what it relays.
+    doc_id = new_doc_id("relayed")
+    room = await registry.acquire(doc_id)
+    await registry.accept_update(room, author_update(), None)
+    peer = Peer()
+    room.add_peer(peer)
+    other: Doc[Any] = Doc(client_id=8)
+    other.get("text", type=Text).insert(0, "meanwhile ")
+    read_since = registry.store.read_since
 
-        async def reading(doc: str, seq: int) -> Any:
-            tail = await read_since(doc, seq)
-            if doc == doc_id and seq == 0:
-                # Between the rebuild's two reads another process stores an update; its
-                # fan-out message is still on its way (or lost: the heal loop repairs that).
-                await registry.store.append({doc_id: [other.get_update()]})
-            return tail
+    async def reading(doc: str, seq: int) -> Any:
+        tail = await read_since(doc, seq)
+        if doc == doc_id and seq == 0:
+            # Between the rebuild's two reads another process stores an update; its
+            # fan-out message is still on its way (or lost: the heal loop repairs that).
+            await registry.store.append({doc_id: [other.get_update()]})
+        return tail
 
-        monkeypatch.setattr(registry.store, "read_since", reading)
-        with pytest.raises(UpdateWaits):
-            registry.accept_update(room, text_inside(99, 5, parent=(99, 0)), peer)
-        await registry.settled(room)
-        seen: Doc[Any] = Doc()  # what the peer holds
-        seen.apply_update(author_update())
-        for frame in peer.frames:
-            if frame[:2] in (b"\x00\x01", b"\x00\x02"):  # SyncStep2 or Update
-                seen.apply_update(frame[read_varint(frame, 2)[1] :])
-        assert "meanwhile" in str(seen.get("text", type=Text))  # relayed to the peer
-        # What the peer writes next builds on it: the room must hold it too, or that edit
-        # waits there, is dropped and costs another rebuild.
-        assert covers(room.doc.get_update(), seen.get_update()), "the room lacks it"
-        await registry.release(room)
-    finally:
-        await registry.stop()
+    monkeypatch.setattr(registry.store, "read_since", reading)
+    with pytest.raises(UpdateWaits):
+        registry.accept_update(room, text_inside(99, 5, parent=(99, 0)), peer)
+    await registry.settled(room)
+    seen: Doc[Any] = Doc()  # what the peer holds
+    seen.apply_update(author_update())
+    for frame in peer.frames:
+        if frame[:2] in (b"\x00\x01", b"\x00\x02"):  # SyncStep2 or Update
+            seen.apply_update(frame[read_varint(frame, 2)[1] :])
+    assert "meanwhile" in str(seen.get("text", type=Text))  # relayed to the peer
+    # What the peer writes next builds on it: the room must hold it too, or that edit
+    # waits there, is dropped and costs another rebuild.
+    assert covers(room.doc.get_update(), seen.get_update()), "the room lacks it"
+    await registry.release(room)

@@ -2,9 +2,9 @@
 gateway in front of it, with watchers on every document.
 
 Frames are whole, or split into WebSocket fragments (websockets sends an iterable as one
-fragmented message), binary or text, up to twice the frame limit. Only frames whose
-verdict does not depend on the document's content are used here (the in-process fuzz
-covers the rest with an exact room state), so that concurrent attackers stay
+fragmented message), binary or text, up to twice the frame limit and a few beyond it. Only
+frames whose verdict does not depend on the document's content are used here (the in-process
+fuzz covers the rest with an exact room state), so that concurrent attackers stay
 deterministic; among them updates that wait for changes nobody has, updates yrs refuses
 after taking in part of them and ones that make yrs panic, after each of which the editor
 rebuilds the room from the store while the others keep editing. Each connection sends
@@ -21,7 +21,6 @@ worker died.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from typing import Any
 
@@ -29,12 +28,12 @@ import pytest
 import websockets
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from pycrdt import Doc
 
 from tests.fuzz import stats
 from tests.fuzz.frames import (
     MAX_FRAME_BYTES,
     MAX_WAITING_UPDATES,
+    SCALE,
     HalfValid,
     Verdict,
     classify,
@@ -43,6 +42,7 @@ from tests.fuzz.frames import (
     half_valid_update,
     same_document,
     seeded_frames,
+    state_of,
     update_frame,
     update_pool,
     waiting_updates,
@@ -57,22 +57,14 @@ from tests.fuzz.live import (
 from tests.support.processes import EditorInstance, GatewayInstance
 from tests.support.yclient import YClient, wait_until
 
-SCALE = float(os.environ.get("COLLAB_FUZZ_SCALE", "1"))
 DOCUMENTS = 3
 ATTACKERS = 6
 MESSAGE_TOO_BIG = 1009  # the server's own cut-off, above twice the frame limit
 
 
-def full_pool_state() -> bytes:
-    doc: Doc[Any] = Doc()
-    for update in update_pool():
-        doc.apply_update(update)
-    return doc.get_update()
-
-
 def content_independent(candidates: list[Any]) -> list[tuple[bytes | str, Verdict]]:
     """(frame, verdict) for frames whose verdict is the same on an empty and a full document."""
-    full = full_pool_state()
+    full = state_of(update_pool())
     chosen: list[tuple[bytes | str, Verdict]] = []
     for frame in candidates:
         if isinstance(frame, HalfValid):
@@ -82,8 +74,9 @@ def content_independent(candidates: list[Any]) -> list[tuple[bytes | str, Verdic
         if empty != filled:
             continue
         if empty.code is None and len(frame) > 10_000:
-            continue  # big accepted updates: the size cap makes them depend on the document
-            # (tests/abuse/test_sizes.py); they would also grow it past what a gateway relays
+            # Big accepted updates: the size cap makes them depend on the document
+            # (tests/abuse/test_sizes.py); they would also grow it past what a gateway relays.
+            continue
         chosen.append((frame, empty))
     return chosen
 
@@ -115,8 +108,7 @@ def fragments(frame: bytes | str, rng: random.Random) -> list[Any]:
     if len(frame) < 2:
         return [frame, frame[:0]]
     cuts = sorted(rng.sample(range(len(frame) + 1), k=min(len(frame), rng.randrange(1, 6))))
-    pieces = [frame[start:end] for start, end in zip([0, *cuts], [*cuts, len(frame)], strict=True)]
-    return pieces
+    return [frame[start:end] for start, end in zip([0, *cuts], [*cuts, len(frame)], strict=True)]
 
 
 class Attack:
@@ -133,7 +125,7 @@ class Attack:
         """One connection's script; `direct`: straight to the editor, not through the gateway."""
         ws = await raw_socket(url)
         self.connections += 1
-        expected = script[-1][1]
+        last, expected, _ = script[-1]
         split = False
         try:
             for frame, _, _ in script:
@@ -166,7 +158,6 @@ class Attack:
         await ws.close()
         self.codes[code] = self.codes.get(code, 0) + 1
         if code != expected:
-            last = script[-1][0]
             path = stats.save_finding("socket-code", last)
             self.mismatches.append(
                 f"{url}: closed with {code} ({ws.close_reason!r}), expected {expected}; "
@@ -183,7 +174,6 @@ class Attack:
             bool(verdict and verdict.waits) for _, code, verdict in script if code is None
         )
         self.asked += max(0, step1s - 1)
-        last = script[-1][0]
         least = 1 + dropped
         if expected is not None and (not direct or expected == MESSAGE_TOO_BIG):
             least = 0
